@@ -1,0 +1,193 @@
+"""Training: ``fit`` with a progress bar, a learning-rate schedule and a per-batch perturbation hook.
+
+The hook is where adversarial training plugs in (Madry et al.'s empirical adversarial risk, survey
+eq. 8): ``perturb(model, xb, yb)`` returns the batch to train on. It is called with the model in eval
+mode (so attacks see the deployed network), and training resumes in train mode afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from advlab import config
+from advlab.config import AdvlabError
+
+Perturb = Callable[[nn.Module, Tensor, Tensor], Tensor]
+LossFn = Callable[[nn.Module, Tensor, Tensor], Tensor]
+EpochCallback = Callable[[int, nn.Module, "History"], bool | None]
+
+
+@dataclass
+class History:
+    """Per-epoch record of a :func:`fit` run (losses are means over batches)."""
+
+    loss: list[float] = field(default_factory=list)
+    train_accuracy: list[float] = field(default_factory=list)
+    val_accuracy: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    stopped_early: int | None = None
+    extra: dict[str, list[float]] = field(default_factory=dict)
+
+
+def make_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """``"sgd"`` (Nesterov momentum 0.9) or ``"adam"``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise AdvlabError(f"Unknown optimizer {name!r}; use 'sgd' or 'adam'.")
+
+
+def lr_at(schedule: str, lr: float, progress: float) -> float:
+    """Learning rate at a fraction ``progress`` ∈ [0, 1] of training.
+
+    ``"onecycle"``: linear warm-up to lr over the first 30%, then linear decay to 0 (Wong et al. 2020);
+    ``"cosine"``: cosine decay from lr to 0; ``"constant"``: lr.
+    """
+    if schedule == "onecycle":
+        return lr * (progress / 0.3 if progress < 0.3 else max(0.0, (1 - progress) / 0.7))
+    if schedule == "cosine":
+        return lr * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * progress)).item())
+    if schedule == "constant":
+        return lr
+    raise AdvlabError(f"Unknown schedule {schedule!r}; use 'onecycle', 'cosine' or 'constant'.")
+
+
+def augment_shift(xb: Tensor, pixels: int, generator: torch.Generator) -> Tensor:
+    """Random translations by up to ``pixels`` in each direction (zero padding), one per image. (N,C,H,W)."""
+    n, _, h, w = xb.shape
+    padded = F.pad(xb, (pixels,) * 4)
+    dx = torch.randint(0, 2 * pixels + 1, (n,), generator=generator)
+    dy = torch.randint(0, 2 * pixels + 1, (n,), generator=generator)
+    rows = (dy[:, None] + torch.arange(h)[None]).to(xb.device)  # (N, H)
+    cols = (dx[:, None] + torch.arange(w)[None]).to(xb.device)  # (N, W)
+    idx = torch.arange(n, device=xb.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
+def fit(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 0.05,
+    optimizer: str = "sgd",
+    weight_decay: float = 5e-4,
+    schedule: str = "onecycle",
+    shift: int = 0,
+    perturb: Perturb | None = None,
+    loss_fn: LossFn | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+    x_val: Tensor | None = None,
+    y_val: Tensor | None = None,
+    callback: EpochCallback | None = None,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> History:
+    """Train ``model`` in place on (x, y) with minibatch SGD/Adam and return its :class:`History`.
+
+    Args:
+        x, y: training inputs (N, ...) in [0, 1] and labels (N,).
+        shift: random-translation augmentation in pixels (0: none).
+        perturb: ``perturb(model, xb, yb) -> xb'`` applied to each batch before the step (e.g. PGD).
+        loss_fn: ``loss_fn(model, xb, yb) -> loss`` replacing cross-entropy (e.g. TRADES).
+        after_step: called after every optimizer step (e.g. a Parseval retraction).
+        callback: ``callback(epoch, model, history)`` after each epoch; returning True stops training.
+        seed: seeds the shuffling, augmentation and initial noise; runs are deterministic for a seed on
+            a given machine.
+    """
+    if len(x) != len(y):
+        raise AdvlabError(f"x has {len(x)} examples but y has {len(y)}; they must match.")
+    dev = torch.device(device) if device is not None else config.device()
+    config.seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model.to(dev)
+    opt = make_optimizer(model, optimizer, lr, weight_decay)
+    steps_per_epoch = (len(x) + batch_size - 1) // batch_size
+    total = epochs * steps_per_epoch
+    hist = History()
+    start = time.perf_counter()
+    bar = _progress(total, progress, desc="fit")
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        order = torch.randperm(len(x), generator=gen)
+        loss_sum, correct = 0.0, 0
+        for i in range(steps_per_epoch):
+            idx = order[i * batch_size : (i + 1) * batch_size]
+            xb, yb = x[idx].to(dev), y[idx].to(dev)
+            if shift:
+                xb = augment_shift(xb, shift, gen)
+            if perturb is not None:
+                model.eval()
+                xb = perturb(model, xb, yb).detach()
+                model.train()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(schedule, lr, step / max(1, total))
+            if loss_fn is not None:
+                loss = loss_fn(model, xb, yb)
+                logits = None
+            else:
+                logits = model(xb)
+                loss = F.cross_entropy(logits, yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if after_step is not None:
+                after_step(model)
+            step += 1
+            loss_sum += loss.detach()
+            if logits is not None:
+                correct += (logits.argmax(1) == yb).sum()
+            bar.update(1)
+        hist.loss.append(float(loss_sum) / steps_per_epoch)
+        hist.train_accuracy.append(float(correct) / len(x) if loss_fn is None else float("nan"))
+        hist.lr.append(opt.param_groups[0]["lr"])
+        if x_val is not None and y_val is not None:
+            hist.val_accuracy.append(accuracy(model, x_val, y_val))
+        bar.set_postfix(loss=f"{hist.loss[-1]:.3f}", refresh=False)
+        if callback is not None and callback(epoch, model, hist):
+            hist.stopped_early = epoch
+            break
+    bar.close()
+    model.eval()
+    hist.seconds = time.perf_counter() - start
+    return hist
+
+
+def _progress(total: int, enabled: bool, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, leave=False)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+    """Predicted labels (N,) of ``model`` on x, in eval mode and batches (train mode is restored)."""
+    was_training = model.training
+    model.eval()
+    dev = next((p.device for p in model.parameters()), x.device)
+    try:
+        return torch.cat([model(x[i : i + batch_size].to(dev)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+    finally:
+        model.train(was_training)
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> float:
+    """Fraction of x that ``model`` classifies as y (eval mode, batched)."""
+    if len(x) != len(y):
+        raise AdvlabError(f"x has {len(x)} examples but y has {len(y)}; they must match.")
+    if len(x) == 0:
+        raise AdvlabError("accuracy() of an empty set is undefined; pass at least one example.")
+    return (predict(model, x, batch_size) == y.cpu()).float().mean().item()

@@ -1,0 +1,246 @@
+"""The model zoo: ``load(name)`` returns a trained model, training and caching it on first use.
+
+Each entry is a recipe in :data:`RECIPES` (architecture, dataset, training settings per profile, and
+optionally a defense's trainer). A trained model is stored as ``<name>-<key>.pt`` (a ``state_dict``)
+next to ``<name>-<key>.json`` (the recipe, profile, data fingerprint, advlab version, metrics and the
+weights' SHA-256). The key hashes everything that changes the weights, so a stale model is never
+reused. Files are written atomically (temp file + ``os.replace``); loads use ``weights_only=True``
+and verify the checksum and the shapes, and a corrupt file is rebuilt, never loaded silently.
+
+Small fast-profile checkpoints ship inside the package (``advlab/checkpoints``), so that no notebook
+waits for training on Binder. Rebuild and verify them with ``python -m advlab.zoo build NAME --ship``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import advlab
+from advlab import config, data, models, train
+from advlab.config import AdvlabError
+
+SHIPPED = Path(__file__).parent / "checkpoints"
+
+# One table of recipes. "fit" holds advlab.train.fit keyword arguments per profile; "trainer" (optional)
+# names "module:function" called as trainer(model, x, y, **fit_kwargs) instead of fit, and "eval" lists
+# the metrics recorded after training.
+RECIPES: dict[str, dict[str, Any]] = {
+    "mnist-cnn": {
+        "description": "Wong et al.'s small MNIST CNN, standard training",
+        "arch": ["mnist_net", {}],
+        "data": "mnist",
+        "fit": {
+            "fast": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
+            "full": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
+        },
+    },
+    "mnist-logistic": {
+        "description": "multinomial logistic regression on MNIST pixels",
+        "arch": ["logistic", {}],
+        "data": "mnist",
+        "fit": {
+            "fast": {"epochs": 10, "batch_size": 128, "lr": 1e-2, "optimizer": "adam", "weight_decay": 0.0},
+            "full": {"epochs": 5, "batch_size": 128, "lr": 1e-2, "optimizer": "adam", "weight_decay": 0.0},
+        },
+    },
+    "mnist-mlp": {
+        "description": "a 2×256 ReLU MLP on MNIST",
+        "arch": ["mlp", {}],
+        "data": "mnist",
+        "fit": {
+            "fast": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0},
+            "full": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0},
+        },
+    },
+}
+
+
+def names() -> list[str]:
+    """Every model name the zoo knows."""
+    return sorted(RECIPES)
+
+
+def recipe(name: str) -> dict[str, Any]:
+    """The recipe of a zoo entry (a copy)."""
+    if name not in RECIPES:
+        raise AdvlabError(f"Unknown zoo model {name!r}; choose one of {names()}.")
+    return copy.deepcopy(RECIPES[name])
+
+
+def build(name: str, seed: int = 0) -> nn.Module:
+    """An untrained model with the architecture of zoo entry ``name``, initialised from ``seed``."""
+    arch, kwargs = recipe(name)["arch"]
+    config.seed_everything(seed)
+    return models.build(arch, **kwargs)
+
+
+def cache_key(name: str, profile: str) -> tuple[str, dict[str, Any]]:
+    """(key, record) for a zoo entry: the key hashes recipe, profile, data fingerprint and version."""
+    rec = recipe(name)
+    x, y, _ = data.load(rec["data"], "train", profile=profile)
+    weights_matter = {k: v for k, v in rec.items() if k not in ("description", "fit", "eval")}
+    record = {
+        "name": name,
+        "recipe": {**weights_matter, "fit": rec["fit"][profile]},
+        "profile": profile,
+        "data_fingerprint": data.fingerprint(x, y),
+        "advlab_version": advlab.__version__,
+    }
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+    return key, record
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write a file by ``write(tmp_path)`` then ``os.replace``: readers never see a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _try_load(model: nn.Module, pt: Path, meta: Path, key: str) -> dict[str, Any] | None:
+    """Load weights into ``model`` if both files exist and check out; else None (with a warning if corrupt)."""
+    if not (pt.exists() and meta.exists()):
+        return None
+    try:
+        record = json.loads(meta.read_text())
+        if record.get("key") != key:
+            raise ValueError(f"record key {record.get('key')} != {key}")
+        if record.get("sha256") != _sha256(pt):
+            raise ValueError("checksum mismatch (truncated or modified file)")
+        state = torch.load(pt, map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        return record
+    except Exception as err:  # noqa: BLE001 - any corruption means: rebuild
+        warnings.warn(f"Zoo checkpoint {pt} is unusable ({err}); it will be rebuilt.", stacklevel=3)
+        return None
+
+
+def load(name: str, *, profile: str | None = None, retrain: bool = False, progress: bool = True) -> nn.Module:
+    """A trained zoo model in eval mode on :func:`advlab.device`.
+
+    Looks in the package's shipped checkpoints, then in ``<cache>/zoo``; otherwise trains the model
+    (with a progress bar) and caches it. ``retrain=True`` ignores existing files.
+    """
+    profile = profile or config.profile()
+    key, record = cache_key(name, profile)
+    model = build(name)
+    stem = f"{name}-{profile}-{key}"
+    cached = config.cache_dir() / "zoo"
+    if not retrain:
+        for folder in (SHIPPED, cached):
+            if _try_load(model, folder / f"{stem}.pt", folder / f"{stem}.json", key) is not None:
+                return model.to(config.device()).eval()
+    save(model, name, profile, key, record, cached, progress=progress)
+    return model.to(config.device()).eval()
+
+
+def train_entry(model: nn.Module, name: str, profile: str, progress: bool = True) -> dict[str, Any]:
+    """Train ``model`` by recipe ``name`` and return its metrics (clean test accuracy and the trainer's)."""
+    rec = recipe(name)
+    x, y, _ = data.load(rec["data"], "train", profile=profile)
+    xt, yt, _ = data.load(rec["data"], "test", profile=profile)
+    kwargs = rec["fit"][profile]
+    start = time.perf_counter()
+    extra: dict[str, Any] = {}
+    if "trainer" in rec:
+        module, func = rec["trainer"].split(":")
+        out = getattr(importlib.import_module(module), func)(model, x, y, progress=progress, **kwargs)
+        extra = out if isinstance(out, dict) else {}
+    else:
+        train.fit(model, x, y, progress=progress, **kwargs)
+    metrics = {
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "test_accuracy": round(train.accuracy(model, xt, yt), 4),
+    }
+    for metric, spec in rec.get("eval", {}).items():
+        module, func = spec["fn"].split(":")
+        metrics[metric] = getattr(importlib.import_module(module), func)(model, xt, yt, **spec.get("kwargs", {}))
+    metrics.update({k: v for k, v in extra.items() if isinstance(v, (int, float, str))})
+    return metrics
+
+
+def save(
+    model: nn.Module, name: str, profile: str, key: str, record: dict, folder: Path, progress: bool = True
+) -> dict:
+    """Train ``model`` for zoo entry ``name`` and write its checkpoint + JSON record into ``folder``."""
+    metrics = train_entry(model, name, profile, progress=progress)
+    stem = f"{name}-{profile}-{key}"
+    pt, meta = folder / f"{stem}.pt", folder / f"{stem}.json"
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    _atomic_write(pt, lambda tmp: torch.save(state, tmp))
+    full = {**record, "key": key, "metrics": metrics, "sha256": _sha256(pt), "torch_version": torch.__version__}
+    _atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(full, indent=2, sort_keys=True) + "\n"))
+    return full
+
+
+def info(name: str, profile: str | None = None) -> dict[str, Any] | None:
+    """The JSON record of a stored checkpoint (shipped or cached), or None if none is stored."""
+    profile = profile or config.profile()
+    key, _ = cache_key(name, profile)
+    for folder in (SHIPPED, config.cache_dir() / "zoo"):
+        meta = folder / f"{name}-{profile}-{key}.json"
+        if meta.exists():
+            return json.loads(meta.read_text())
+    return None
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m advlab.zoo", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="train entries and check their recorded metrics")
+    b.add_argument("names", nargs="*", help="zoo names (default: all shipped entries)")
+    b.add_argument("--ship", action="store_true", help="write into advlab/checkpoints (fast profile)")
+    b.add_argument("--tolerance", type=float, default=0.01, help="allowed drop of each recorded metric")
+    sub.add_parser("list", help="list zoo entries")
+    args = parser.parse_args(argv)
+    if args.cmd == "list":
+        for n in names():
+            print(f"{n:24s} {RECIPES[n]['description']}")
+        return 0
+    targets = args.names or sorted({p.name.split("-fast-")[0] for p in SHIPPED.glob("*-fast-*.json")})
+    status = 0
+    for name in targets:
+        profile = "fast" if args.ship else config.profile()
+        key, record = cache_key(name, profile)
+        old = info(name, profile)
+        folder = SHIPPED if args.ship else config.cache_dir() / "zoo"
+        new = save(build(name), name, profile, key, record, folder)
+        print(f"{name}: {new['metrics']}")
+        if old:
+            for metric, value in old["metrics"].items():
+                if (
+                    metric != "train_seconds"
+                    and isinstance(value, float)
+                    and new["metrics"][metric] < value - args.tolerance
+                ):
+                    print(f"  {metric} dropped: {value:.4f} -> {new['metrics'][metric]:.4f}")
+                    status = 1
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,355 @@
+"""Lipschitz bounds, 1-Lipschitz layers and their certificates, checked against explicit matrices and attacks."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import DEVICES
+from torch import nn
+
+from advlab.config import AdvlabError
+from advlab.lipschitz import (
+    AOLLinear,
+    BjorckLinear,
+    GroupSort,
+    L2NormPool2d,
+    MaxMin,
+    TwoSidedReLU,
+    certified_accuracy,
+    certified_radius,
+    certified_radius_pairwise,
+    certify,
+    l2_nonexpansive_cnn,
+    layer_bounds,
+    layer_lipschitz,
+    lipschitz_mlp,
+    network_lipschitz,
+    parseval_retraction_,
+    parseval_step,
+    spectral_norm_conv,
+    spectral_norm_linear,
+    spectral_normalize,
+)
+from advlab.models import Normalize
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: one intra-op thread avoids contention overhead on small shared CPUs."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _frozen(model: nn.Module) -> nn.Module:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _operator_matrix(op, shape) -> torch.Tensor:
+    """The explicit matrix of a linear map on inputs of ``shape``: column i is op(e_i)."""
+    d = math.prod(shape)
+    with torch.no_grad():
+        return op(torch.eye(d).reshape(d, *shape)).reshape(d, -1).T.double()
+
+
+def _max_ratio(model: nn.Module, shape, pairs: int = 8, steps: int = 60, seed: int = 0) -> float:
+    """Largest ||f(x) - f(x')|| / ||x - x'|| found by gradient ascent on random nearby pairs."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(pairs, *shape, generator=gen).requires_grad_(True)
+    x2 = (x.detach() + 0.01 * torch.randn(pairs, *shape, generator=gen)).requires_grad_(True)
+    opt = torch.optim.Adam([x, x2], lr=0.01)
+    best = torch.zeros(pairs)
+    for _ in range(steps):
+        out = model(torch.cat([x, x2]))
+        ratio = (out[:pairs] - out[pairs:]).flatten(1).norm(dim=1) / (x - x2).flatten(1).norm(dim=1)
+        best = torch.maximum(best, ratio.detach())
+        opt.zero_grad()
+        (-ratio.sum()).backward()
+        opt.step()
+    return best.max().item()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Spectral norms
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(10, 10), (30, 7), (5, 40)])
+def test_dense_spectral_norm_matches_svd(shape):
+    torch.manual_seed(0)
+    w = torch.randn(*shape)
+    sigma, v = spectral_norm_linear(w)
+    exact = torch.linalg.matrix_norm(w, ord=2)
+    assert sigma.item() == pytest.approx(exact.item(), rel=1e-3)
+    assert (w @ v).norm().item() == pytest.approx(exact.item(), rel=1e-3)  # v is the top singular vector
+
+
+CONVS = [  # (in, out, kernel, stride, padding, dilation, input shape)
+    (1, 3, 3, 1, 0, 1, (1, 6, 6)),
+    (1, 3, 3, 1, 1, 1, (1, 6, 6)),
+    (1, 2, 3, 2, 1, 1, (1, 6, 6)),
+    (2, 3, 3, 2, 0, 1, (2, 5, 5)),
+    (2, 4, 2, 1, 1, 2, (2, 5, 5)),
+    (2, 2, 4, 3, 2, 1, (2, 5, 5)),
+]
+
+
+@pytest.mark.parametrize("c_in, c_out, k, stride, padding, dilation, shape", CONVS)
+def test_conv_spectral_norm_matches_explicit_operator(c_in, c_out, k, stride, padding, dilation, shape):
+    torch.manual_seed(1)
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, dilation=dilation)
+    matrix = _operator_matrix(lambda e: F.conv2d(e, conv.weight, None, stride, padding, dilation), shape)
+    exact = torch.linalg.matrix_norm(matrix, ord=2).item()
+    assert spectral_norm_conv(conv, shape)[0].item() == pytest.approx(exact, rel=1e-3)
+    # a raw kernel with explicit arguments gives the same operator
+    raw = spectral_norm_conv(conv.weight, shape, stride=stride, padding=padding, dilation=dilation)[0]
+    assert raw.item() == pytest.approx(exact, rel=1e-3)
+    # the network bound uses the same operator
+    assert layer_lipschitz(conv, shape) == pytest.approx(exact, rel=1e-3)
+
+
+def test_conv_spectral_norm_circular_padding():
+    torch.manual_seed(2)
+    conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode="circular", bias=False)
+    exact = torch.linalg.matrix_norm(_operator_matrix(conv, (2, 5, 5)), ord=2).item()
+    assert spectral_norm_conv(conv, (2, 5, 5))[0].item() == pytest.approx(exact, rel=1e-3)
+
+
+def test_linear_pooling_norm_is_exact():
+    pool = nn.AvgPool2d(3, stride=2, padding=1)
+    exact = torch.linalg.matrix_norm(_operator_matrix(pool, (1, 6, 6)), ord=2).item()
+    assert layer_lipschitz(pool, (1, 6, 6)) == pytest.approx(exact, rel=1e-3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Network bounds vs. gradient ascent on the ratio
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_network_bound_is_never_exceeded_on_random_cnn():
+    torch.manual_seed(3)
+    cnn = _frozen(nn.Sequential(
+        Normalize((0.5,), (0.3,)),
+        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.LeakyReLU(0.1),
+        nn.MaxPool2d(3, stride=1),  # overlapping windows: sqrt(9) = 3
+        nn.Flatten(), nn.Linear(24, 12), nn.Tanh(), nn.Linear(12, 5),
+    ))
+    rows = layer_bounds(cnn, (1, 8, 8))
+    bound = network_lipschitz(cnn, (1, 8, 8))
+    assert bound == pytest.approx(math.prod(b for _, _, b in rows), rel=1e-6)
+    assert dict((name, b) for name, _, b in rows)["0"] == pytest.approx(1 / 0.3)
+    assert dict((name, b) for name, _, b in rows)["5"] == pytest.approx(3.0)
+    ratio = _max_ratio(cnn, (1, 8, 8), steps=40)
+    assert 0 < ratio <= bound * (1 + 1e-3)
+
+
+def test_random_mlp_bound_and_linear_model_is_tight():
+    torch.manual_seed(4)
+    mlp = _frozen(nn.Sequential(nn.Flatten(), nn.Linear(16, 20), nn.ReLU(), nn.Linear(20, 3)))
+    assert _max_ratio(mlp, (1, 4, 4)) <= network_lipschitz(mlp, (1, 4, 4)) * (1 + 1e-3)
+    # for a linear model the bound is attained, so the ascent must get close to it
+    linear = _frozen(nn.Sequential(nn.Flatten(), nn.Linear(16, 3)))
+    bound = network_lipschitz(linear, (1, 4, 4))
+    ratio = _max_ratio(linear, (1, 4, 4), steps=150)
+    assert bound * 0.95 <= ratio <= bound * (1 + 1e-3)
+
+
+@pytest.mark.parametrize("layer", ["bjorck", "aol"])
+def test_lipschitz_mlp_is_one_lipschitz(layer):
+    torch.manual_seed(5)
+    model = lipschitz_mlp((1, 6, 6), classes=4, width=24, depth=3, layer=layer)
+    with torch.no_grad():  # far from the orthogonal initialisation: the constraint must hold for any parameter
+        for p in model.parameters():
+            p.copy_(torch.randn_like(p))
+    _frozen(model)
+    assert isinstance(model[2], GroupSort)
+    bound = network_lipschitz(model, (1, 6, 6))
+    assert bound <= 1 + 1e-4
+    ratio = _max_ratio(model, (1, 6, 6))
+    assert ratio <= 1 + 1e-4
+    if layer == "bjorck":
+        for m in model:
+            if isinstance(m, BjorckLinear):
+                w = m.weight
+                gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+                assert torch.allclose(gram, torch.eye(len(gram)), atol=1e-4)
+        # orthogonal layers + MaxMin preserve gradient norms: the ascent reaches the bound
+        assert ratio > 0.99
+    else:
+        assert all(m.lipschitz(()) <= 1 + 1e-5 for m in model if isinstance(m, AOLLinear))
+
+
+def test_l2_nonexpansive_cnn_bound():
+    torch.manual_seed(6)
+    net = l2_nonexpansive_cnn((1, 8, 8), classes=3, width=4)
+    net.train()
+    for _ in range(5):  # a few training-mode passes refine the power iteration
+        net(torch.rand(2, 1, 8, 8))
+    _frozen(net)
+    rows = layer_bounds(net, (1, 8, 8))
+    assert all(b <= 1 + 1e-3 for _, _, b in rows)
+    assert _max_ratio(net, (1, 8, 8)) <= math.prod(b for _, _, b in rows) * (1 + 1e-3)
+
+
+def test_two_sided_relu_and_norm_pool_are_nonexpansive():
+    torch.manual_seed(7)
+    a, b = torch.randn(64, 3, 6, 6), torch.randn(64, 3, 6, 6)
+    for layer in (TwoSidedReLU(), L2NormPool2d(2), MaxMin()):
+        if isinstance(layer, MaxMin):
+            a, b = a[:, :2], b[:, :2]
+        out = (layer(a) - layer(b)).flatten(1).norm(dim=1)
+        assert (out <= (a - b).flatten(1).norm(dim=1) * (1 + 1e-6)).all()
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.allclose(TwoSidedReLU()(x).reshape(2, 2, 3, 4, 4).sum(1), x)  # invertible
+    assert L2NormPool2d(2)(torch.ones(1, 1, 4, 4)).flatten().tolist() == pytest.approx([2.0] * 4)
+    assert layer_lipschitz(L2NormPool2d(3, stride=1), (1, 6, 6)) == pytest.approx(3.0)
+
+
+def test_unsupported_layers_raise():
+    with pytest.raises(AdvlabError, match="lipschitz"):
+        network_lipschitz(nn.Sequential(nn.Flatten(), nn.Linear(4, 4), nn.GELU()), (4,))
+    with pytest.raises(AdvlabError, match="Sequential"):
+        network_lipschitz(nn.Linear(4, 4), (4,))
+    with pytest.raises(AdvlabError):
+        spectral_normalize(nn.Conv2d(1, 2, 3))  # needs the input shape
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Spectral normalisation and Parseval
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_spectral_normalize_conv_and_linear():
+    torch.manual_seed(8)
+    conv = spectral_normalize(nn.Conv2d(2, 3, 3, stride=2, padding=1), in_shape=(2, 6, 6))
+    lin = spectral_normalize(nn.Linear(12, 5))
+    conv.train()
+    lin.train()
+    for _ in range(3):
+        conv(torch.randn(1, 2, 6, 6))
+        lin(torch.randn(1, 12))
+    conv.eval()
+    w = conv.weight
+    exact = torch.linalg.matrix_norm(_operator_matrix(lambda e: F.conv2d(e, w, None, 2, 1), (2, 6, 6)), ord=2)
+    assert exact.item() == pytest.approx(1.0, rel=1e-3)
+    assert torch.linalg.matrix_norm(lin.weight.detach(), ord=2).item() == pytest.approx(1.0, rel=1e-3)
+    # gradients flow to the raw weight, and the module deep-copies with its own state
+    lin(torch.randn(4, 12)).sum().backward()
+    assert lin.parametrizations.weight.original.grad is not None
+    twin = copy.deepcopy(conv)
+    assert torch.equal(twin.weight, conv.weight)
+
+
+def test_parseval_retraction_pushes_singular_values_to_one():
+    torch.manual_seed(9)
+    w = torch.randn(8, 20) * 0.4
+    s0 = torch.linalg.svdvals(w)
+    parseval_retraction_(w, beta=0.1)
+    s1 = torch.linalg.svdvals(w)
+    assert ((s1 - 1).abs() < (s0 - 1).abs()).all()
+    for _ in range(200):
+        parseval_retraction_(w, beta=0.1)
+    assert torch.allclose(torch.linalg.svdvals(w), torch.ones(8), atol=1e-3)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(16, 30), nn.Linear(30, 3))
+    for _ in range(300):
+        assert parseval_step(model, beta=0.1) == 3
+    for m in (model[2], model[3]):
+        assert torch.allclose(torch.linalg.svdvals(m.weight.detach()), torch.ones(min(m.weight.shape)), atol=1e-3)
+    kernel = model[0].weight.detach().reshape(4, -1)
+    assert torch.allclose(kernel @ kernel.T, torch.eye(4), atol=1e-3)
+    with pytest.raises(AdvlabError):
+        parseval_retraction_(w, beta=0.7)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Certificates
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def test_certified_radius_formulas():
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 0.5, 0.4]])
+    assert certified_radius(logits, 2.0).tolist() == pytest.approx([2 / (2 * math.sqrt(2)), 0.1 / (2 * math.sqrt(2))])
+    weight = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    # sample 0: ŷ = 0; j = 1: 2 / sqrt(2); j = 2: 3 / 1 -> 2/sqrt(2). sample 1: ŷ = 1; j = 0: 0.5/sqrt(2); j = 2: 0.1/1
+    assert certified_radius_pairwise(logits, weight, 1.0).tolist() == pytest.approx([2 / math.sqrt(2), 0.1])
+    with pytest.raises(AdvlabError):
+        certified_radius(logits, 0.0)
+
+
+def test_pairwise_certificate_is_at_least_the_global_one():
+    torch.manual_seed(10)
+    model = _frozen(nn.Sequential(nn.Flatten(), nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, 4)))
+    x = torch.rand(32, 1, 4, 4)
+    pred, r_global = certify(model, x)
+    pred2, r_pair = certify(model, x, pairwise=True)
+    assert torch.equal(pred, pred2)
+    assert (r_pair >= r_global * (1 - 1e-4)).all() and (r_pair > r_global * 1.01).any()
+
+
+def _l2_attack_changes_prediction(model, x, pred, eps, steps=40):
+    """Own L2 PGD (unboxed) on the margin of the predicted class; True where the prediction ever changed."""
+    delta, changed = torch.zeros_like(x), torch.zeros(len(x), dtype=torch.bool)
+    step = (2.5 * eps / steps).view(-1, 1, 1, 1)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        logits = model(x + delta)
+        runner_up = logits.scatter(1, pred[:, None], -math.inf).max(1).values
+        loss = (runner_up - logits.gather(1, pred[:, None]).squeeze(1)).sum()
+        (grad,) = torch.autograd.grad(loss, delta)
+        delta = delta.detach() + step * grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+        delta = delta * (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1).view(-1, 1, 1, 1)
+        with torch.no_grad():
+            changed |= model(x + delta).argmax(1) != pred
+    return changed
+
+
+def test_no_attack_inside_the_certified_radius():
+    torch.manual_seed(11)
+    classes, shape = 3, (1, 6, 6)
+    means = 0.2 + 0.6 * torch.rand(classes, *shape)
+    y = torch.arange(90) % classes
+    x = (means[y] + 0.05 * torch.randn(90, *shape)).clamp(0, 1)
+    model = lipschitz_mlp(shape, classes, width=24, depth=3, layer="bjorck")
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(40):
+        loss = F.cross_entropy(10 * model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    _frozen(model)
+    for m in model:
+        if isinstance(m, BjorckLinear):  # still orthonormal after training
+            w = m.weight
+            gram = w @ w.T if w.shape[0] <= w.shape[1] else w.T @ w
+            assert torch.allclose(gram, torch.eye(len(gram)), atol=1e-4)
+    acc = certified_accuracy(model, x, y, [0.0, 0.1, 0.3, 10.0])
+    assert acc[0] > 0.9 and acc[-1] == 0 and (acc[:-1] >= acc[1:]).all()
+    pred, radius = certify(model, x, pairwise=True)
+    assert (radius > 0.05).float().mean() > 0.5
+    assert not _l2_attack_changes_prediction(model, x, pred, 0.99 * radius).any()
+    # the attack is strong enough to matter: slightly beyond the radius it succeeds almost everywhere
+    assert _l2_attack_changes_prediction(model, x, pred, 1.5 * radius).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_bounds_and_certificates_on_device(device):
+    torch.manual_seed(12)
+    model = nn.Sequential(Normalize((0.5,), (0.5,)), nn.Conv2d(1, 4, 3, stride=2, padding=1), nn.ReLU(),
+                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(16, 3))
+    bound_cpu = network_lipschitz(_frozen(model), (1, 8, 8))
+    model = _frozen(model.to(device))
+    assert network_lipschitz(model, (1, 8, 8)) == pytest.approx(bound_cpu, rel=1e-4)
+    x = torch.rand(10, 1, 8, 8, device=device)
+    pred, radius = certify(model, x, pairwise=True)
+    assert pred.device.type == radius.device.type == torch.device(device).type
+    acc = certified_accuracy(model, x, pred, [0.0, 1e-3])
+    assert acc[0] == 1.0

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+import advlab
+from advlab import AdvlabError, data, models, train
+
+
+@pytest.fixture(scope="module")
+def small_mnist():
+    x, y, _ = data.load("mnist", "train", n=600)
+    xt, yt, _ = data.load("mnist", "test", n=300)
+    return x, y, xt, yt
+
+
+def test_fit_learns_and_is_deterministic(small_mnist):
+    x, y, xt, yt = small_mnist
+    runs = []
+    for _ in range(2):
+        advlab.seed_everything(0)  # the initial weights come from the global stream
+        m = models.mnist_net(width=0.5)
+        hist = train.fit(m, x, y, epochs=3, lr=3e-3, optimizer="adam", seed=1, progress=False, x_val=xt, y_val=yt)
+        runs.append((m, hist))
+    (m1, h1), (m2, h2) = runs
+    assert h1.loss == h2.loss
+    for p1, p2 in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(p1, p2)
+    assert h1.val_accuracy[-1] > 0.5  # far above chance (0.1) after 3 short epochs on 600 images
+    assert not m1.training
+
+
+def test_perturb_hook_sees_eval_mode_and_changes_batches(small_mnist):
+    x, y, *_ = small_mnist
+    seen = []
+
+    def perturb(model, xb, yb):
+        seen.append((model.training, len(xb)))
+        return torch.zeros_like(xb)  # train on blank images only
+
+    trained_on = []
+
+    def loss_fn(model, xb, yb):
+        trained_on.append((model.training, xb.abs().sum().item()))
+        return torch.nn.functional.cross_entropy(model(xb), yb)
+
+    m = models.mnist_net(width=0.5)
+    train.fit(m, x[:256], y[:256], epochs=1, batch_size=128, perturb=perturb, loss_fn=loss_fn, progress=False)
+    assert seen == [(False, 128), (False, 128)]
+    assert trained_on == [(True, 0.0), (True, 0.0)]  # the step used the perturbed batch, in train mode
+
+
+def test_loss_fn_and_callback_stop(small_mnist):
+    x, y, *_ = small_mnist
+    calls = []
+
+    def loss_fn(model, xb, yb):
+        calls.append(1)
+        return torch.nn.functional.cross_entropy(model(xb), yb)
+
+    hist = train.fit(
+        models.logistic(), x, y, epochs=5, loss_fn=loss_fn, callback=lambda e, m, h: e == 1, progress=False
+    )
+    assert hist.stopped_early == 1 and len(hist.loss) == 2
+    assert len(calls) == 2 * ((len(x) + 127) // 128)
+
+
+def test_schedules():
+    assert train.lr_at("onecycle", 1.0, 0.3) == pytest.approx(1.0)
+    assert train.lr_at("onecycle", 1.0, 0.0) == 0.0 and train.lr_at("onecycle", 1.0, 1.0) == 0.0
+    assert train.lr_at("cosine", 2.0, 0.5) == pytest.approx(1.0)
+    with pytest.raises(AdvlabError):
+        train.lr_at("warp", 1.0, 0.5)
+
+
+def test_shift_augmentation_moves_pixels():
+    x = torch.zeros(2, 1, 5, 5)
+    x[:, :, 2, 2] = 1
+    out = train.augment_shift(x, 1, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and out.sum() == 2
+    assert all(o[0, 1:4, 1:4].sum() == 1 for o in out)
+
+
+def test_accuracy_errors():
+    with pytest.raises(AdvlabError, match="match"):
+        train.accuracy(models.logistic(), torch.rand(3, 1, 28, 28), torch.zeros(2, dtype=torch.long))

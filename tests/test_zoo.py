@@ -1,0 +1,111 @@
+"""The model zoo: shipped checkpoints, cache keys, atomic writes and corruption handling."""
+
+import json
+
+import pytest
+import torch
+
+import advlab
+from advlab import data, train, zoo
+
+
+@pytest.fixture
+def tiny_entry(monkeypatch):
+    """A zoo entry that trains in a second or two, so the cache paths can be exercised."""
+    monkeypatch.setitem(
+        zoo.RECIPES,
+        "tiny-logistic",
+        {
+            "description": "test entry",
+            "arch": ["logistic", {}],
+            "data": "toy-circle",
+            "fit": {"fast": {"epochs": 1, "batch_size": 256, "lr": 0.01, "optimizer": "adam"}, "full": {"epochs": 2}},
+        },
+    )
+    # a 2-D toy with a logistic model on 2 inputs and 2 classes
+    monkeypatch.setitem(
+        zoo.RECIPES["tiny-logistic"],
+        "arch",
+        ["logistic", {"in_shape": (2,), "classes": 2, "mean": (0.0,), "std": (1.0,)}],
+    )
+    return "tiny-logistic"
+
+
+def test_shipped_mnist_cnn_loads_without_training_and_is_accurate(monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("the shipped checkpoint should have been used")
+
+    monkeypatch.setattr(zoo, "train_entry", no_training)
+    model = zoo.load("mnist-cnn", progress=False)
+    assert not model.training
+    record = zoo.info("mnist-cnn")
+    assert record is not None and record["profile"] == "fast"
+    x, y, _ = data.load("mnist", "test")
+    acc = train.accuracy(model, x, y)
+    assert acc == pytest.approx(record["metrics"]["test_accuracy"], abs=1e-3)
+    assert acc >= 0.97
+
+
+def test_every_shipped_checkpoint_matches_its_recipe():
+    shipped = sorted(zoo.SHIPPED.glob("*.json"))
+    assert shipped, "no checkpoints shipped"
+    for meta in shipped:
+        record = json.loads(meta.read_text())
+        key, _ = zoo.cache_key(record["name"], record["profile"])
+        assert record["key"] == key, f"{meta.name} is stale: rebuild it with python -m advlab.zoo build --ship"
+
+
+def test_train_cache_and_reload(tiny_entry):
+    model = zoo.load(tiny_entry, progress=False)
+    key, _ = zoo.cache_key(tiny_entry, "fast")
+    folder = advlab.cache_dir() / "zoo"
+    pt, meta = folder / f"{tiny_entry}-fast-{key}.pt", folder / f"{tiny_entry}-fast-{key}.json"
+    assert pt.exists() and meta.exists()
+    assert not list(folder.glob("*.tmp")), "temp files must not be left behind"
+    record = json.loads(meta.read_text())
+    assert record["data_fingerprint"] and record["advlab_version"] == advlab.__version__
+    assert 0.5 <= record["metrics"]["test_accuracy"] <= 1
+    again = zoo.load(tiny_entry, progress=False)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_key_covers_what_changes_the_weights(tiny_entry, monkeypatch):
+    key, _ = zoo.cache_key(tiny_entry, "fast")
+    monkeypatch.setitem(zoo.RECIPES[tiny_entry], "description", "words do not change weights")
+    assert zoo.cache_key(tiny_entry, "fast")[0] == key
+    monkeypatch.setitem(zoo.RECIPES[tiny_entry]["fit"], "full", {"epochs": 99})
+    assert zoo.cache_key(tiny_entry, "fast")[0] == key
+    assert zoo.cache_key(tiny_entry, "full")[0] != key
+    monkeypatch.setitem(
+        zoo.RECIPES[tiny_entry]["fit"], "fast", {"epochs": 2, "batch_size": 256, "lr": 0.01, "optimizer": "adam"}
+    )
+    assert zoo.cache_key(tiny_entry, "fast")[0] != key
+    monkeypatch.setattr(advlab, "__version__", "9.9.9")
+    assert zoo.cache_key(tiny_entry, "full")[0] != zoo.cache_key(tiny_entry, "fast")[0]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "wrong_shape", "garbage_json"])
+def test_corrupt_checkpoints_are_rebuilt(tiny_entry, damage):
+    zoo.load(tiny_entry, progress=False)
+    key, _ = zoo.cache_key(tiny_entry, "fast")
+    folder = advlab.cache_dir() / "zoo"
+    pt, meta = folder / f"{tiny_entry}-fast-{key}.pt", folder / f"{tiny_entry}-fast-{key}.json"
+    if damage == "truncate":
+        pt.write_bytes(pt.read_bytes()[:100])
+    elif damage == "wrong_shape":
+        torch.save({"1.weight": torch.zeros(3, 3), "1.bias": torch.zeros(3)}, pt)
+        record = json.loads(meta.read_text())
+        record["sha256"] = zoo._sha256(pt)  # even with a matching checksum, shapes are checked
+        meta.write_text(json.dumps(record))
+    else:
+        meta.write_text("{not json")
+    with pytest.warns(UserWarning, match="rebuilt"):
+        model = zoo.load(tiny_entry, progress=False)
+    assert model[-1].weight.shape == (2, 2)
+    assert json.loads(meta.read_text())["sha256"] == zoo._sha256(pt)
+
+
+def test_unknown_name_is_clear():
+    with pytest.raises(advlab.AdvlabError, match="mnist-cnn"):
+        zoo.load("mnist-resnet-9000")
