@@ -25,6 +25,35 @@ from advlab.config import (
 
 __version__ = "0.1.0"
 
+# Submodules load on first use (``advlab.attacks.pgd(...)`` works after a bare ``import advlab``),
+# which keeps ``import advlab`` as cheap as importing torch.
+_SUBMODULES = (
+    "attacks",
+    "config",
+    "data",
+    "defenses",
+    "eval",
+    "features",
+    "lipschitz",
+    "manifold",
+    "models",
+    "properties",
+    "smoothing",
+    "toy",
+    "train",
+    "vae",
+    "zoo",
+)
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"advlab.{name}")
+    raise AttributeError(f"module 'advlab' has no attribute {name!r}")
+
+
 __all__ = [
     "AdvlabError",
     "__version__",

@@ -50,8 +50,10 @@ def test_readme_gives_the_two_commands_and_pip_equivalents():
         "repo2docker",
     ):
         assert needle in readme, f"README.md should mention {needle!r}"
-    repo = _pyproject()["project"]["urls"]["Repository"]
-    assert repo.removeprefix("https://github.com/") in readme, "badges must point at the repository in pyproject.toml"
+    from advlab import course
+
+    assert _pyproject()["project"]["urls"]["Repository"] == f"https://github.com/{course.REPOSITORY}"
+    assert course.REPOSITORY in readme, "README badges must point at advlab.course.REPOSITORY"
 
 
 def test_ci_runs_the_readme_test_command():

@@ -1,0 +1,49 @@
+"""Adversarial attacks on image classifiers; every attack returns an :class:`AttackResult`.
+
+Inputs are (N, C, H, W) images in [0, 1]; ``eps`` is in pixel units of the chosen norm (``"inf"``, 2 or 1)::
+
+    from advlab import attacks
+    adv = attacks.pgd(model, x, y, eps=0.3)              # L∞ PGD, 40 steps, random start
+    adv = attacks.pgd(model, x, y, eps=2.0, norm=2)      # L2
+    x_adv, success, norms = attacks.fgsm(model, x, y, eps=0.1)
+"""
+
+from advlab.attacks.core import attack_loss, project, random_ball, random_start, steepest_direction
+from advlab.attacks.cw import cw_l2
+from advlab.attacks.deepfool import deepfool
+from advlab.attacks.fgsm import fgsm
+from advlab.attacks.lbfgs import lbfgs
+from advlab.attacks.one_pixel import one_pixel
+from advlab.attacks.pgd import bim, pgd
+from advlab.attacks.result import AttackResult, as_eps, eval_mode, lp_norm, parse_norm, predict
+from advlab.attacks.targets import by_label, least_likely, next_class, random_targets
+from advlab.attacks.transfer import transfer
+from advlab.attacks.vat import vat, vat_direction
+
+__all__ = [
+    "AttackResult",
+    "as_eps",
+    "attack_loss",
+    "bim",
+    "by_label",
+    "cw_l2",
+    "deepfool",
+    "eval_mode",
+    "fgsm",
+    "lbfgs",
+    "least_likely",
+    "lp_norm",
+    "next_class",
+    "one_pixel",
+    "parse_norm",
+    "pgd",
+    "predict",
+    "project",
+    "random_ball",
+    "random_start",
+    "random_targets",
+    "steepest_direction",
+    "transfer",
+    "vat",
+    "vat_direction",
+]

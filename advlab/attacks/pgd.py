@@ -1,0 +1,187 @@
+"""Projected gradient descent (Madry et al., 2017) and the basic iterative method (Kurakin et al., 2016)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from advlab.attacks.core import attack_loss, check_loss, is_success, loss_and_grad, per_sample, project
+from advlab.attacks.core import random_start as _random_start
+from advlab.attacks.core import steepest_direction as _direction
+from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, finish, parse_norm
+from advlab.config import AdvlabError
+
+STEP_FACTOR = 2.5  # default step size = 2.5 · ε / steps (Madry et al.): the walk can cross the ball and come back
+
+
+def default_step_size(eps: Tensor, steps: int) -> Tensor:
+    """``2.5 · ε / steps`` per sample: enough to reach the border of the ball from anywhere in it."""
+    return STEP_FACTOR * eps / max(steps, 1)
+
+
+def _better(loss_new: Tensor, succ_new: Tensor, loss_old: Tensor, succ_old: Tensor) -> Tensor:
+    """(N,) bool: the new iterate beats the old one (a success beats a failure, then the higher objective wins)."""
+    return (succ_new & ~succ_old) | ((succ_new == succ_old) & (loss_new > loss_old))
+
+
+def _run(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: Tensor,
+    alpha: Tensor,
+    p: float,
+    steps: int,
+    start: bool,
+    targeted: bool,
+    loss: str,
+    l1_fraction: float,
+    generator: torch.Generator | None,
+    early_stop: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One PGD run on a batch; returns the best iterate (N, *), its objective (N,) and success (N,).
+
+    With ``early_stop`` the batch shrinks to the samples not yet broken (one host sync per step): a
+    sample keeps its first successful iterate and costs nothing afterwards.
+    """
+    delta = _random_start(x, eps, p, generator) if start else torch.zeros_like(x)
+    best_x = x.clone()
+    best_loss = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
+    best_succ = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    a = alpha.reshape(-1, *([1] * (x.ndim - 1)))
+    active = None  # indices of the samples still attacked (None: all of them)
+    xa, ya, ea = x, y, eps
+    for k in range(steps + 1):
+        x_adv = (xa + delta).clamp(0, 1)
+        if k == steps:
+            with torch.no_grad():
+                logits = model(x_adv)
+            value = attack_loss(logits, ya, loss, targeted)
+        else:
+            value, grad, logits = loss_and_grad(model, x_adv, ya, loss, targeted)
+        succ = is_success(logits, ya, targeted)
+        if active is None:
+            upd = _better(value, succ, best_loss, best_succ)
+            best_x = torch.where(per_sample(upd, x), x_adv, best_x)
+            best_loss = torch.where(upd, value, best_loss)
+            best_succ = best_succ | succ
+        else:
+            upd = _better(value, succ, best_loss[active], best_succ[active])
+            best_x[active] = torch.where(per_sample(upd, xa), x_adv, best_x[active])
+            best_loss[active] = torch.where(upd, value, best_loss[active])
+            best_succ[active] = best_succ[active] | succ
+        if k == steps:
+            break
+        delta = project(delta + a * _direction(grad, p, x_adv, l1_fraction), xa, ea, p)
+        if early_stop:
+            keep = ~(best_succ if active is None else best_succ[active])
+            if not bool(keep.all()):
+                active = (torch.arange(len(x), device=x.device) if active is None else active)[keep]
+                if active.numel() == 0:
+                    break
+                xa, ya, ea, a, delta = xa[keep], ya[keep], ea[keep], a[keep], delta[keep]
+    return best_x, best_loss, best_succ
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float | Tensor,
+    norm: str | float = "inf",
+    steps: int = 40,
+    step_size: float | Tensor | None = None,
+    random_start: bool = True,
+    restarts: int = 1,
+    targeted: bool = False,
+    loss: str = "ce",
+    l1_fraction: float = 0.01,
+    generator: torch.Generator | None = None,
+    early_stop: bool = False,
+) -> AttackResult:
+    """Projected gradient ascent on the loss inside ``B_ε(x) ∩ [0, 1]^d`` (eq. 7 of the survey, for any Lp).
+
+    Each step moves by ``step_size`` along the steepest-ascent direction of the norm (sign for L∞, normalised gradient
+    for L2, sparse top-k for L1, see :func:`advlab.attacks.core.steepest_direction`) and projects exactly back onto
+    the ball ∩ box (:func:`advlab.attacks.core.project`). Per sample the best iterate is kept (a successful one
+    first, then the highest objective), so more steps can never make the attack weaker.
+
+    Args:
+        model: returns logits (N, K) for inputs in [0, 1]; attacked in eval mode with frozen parameters.
+        x: (N, *) inputs in [0, 1].
+        y: (N,) true labels, or target labels when ``targeted``.
+        eps: radius in pixel units, a scalar or a (N,) tensor; 0 returns x unchanged.
+        norm: ``"inf"``, ``2`` or ``1``.
+        steps: gradient steps per restart.
+        step_size: absolute step (scalar or (N,)); default ``2.5 · eps / steps``.
+        random_start: start uniformly in the ball (Madry's PGD); ``False`` is BIM / I-FGSM.
+        restarts: number of runs; runs after the first only attack samples that are still not broken.
+        targeted: make the model predict y instead of anything but y.
+        loss: ``"ce"`` (cross-entropy), ``"margin"`` (CW: ``max_{j≠y} z_j - z_y``) or ``"dlr"`` (Croce & Hein).
+        l1_fraction: fraction of coordinates updated per L1 step.
+        generator: optional ``torch.Generator`` for the random starts (reproducibility).
+        early_stop: stop attacking a sample at its first success (it keeps that iterate). Robust accuracy is
+            the same and a weak model costs far fewer steps; leave it off to maximise the loss (eq. 1), e.g.
+            when crafting examples for adversarial training.
+
+    Returns:
+        :class:`~advlab.attacks.result.AttackResult` re-checked in eval mode.
+    """
+    p = parse_norm(norm)
+    x, y = check_inputs(x, y)
+    eps_t = as_eps(eps, x)
+    loss = check_loss(loss)
+    if int(steps) != steps or steps < 0:
+        raise AdvlabError(f"steps must be a non-negative integer, got {steps!r}.")
+    if int(restarts) != restarts or restarts < 1:
+        raise AdvlabError(f"restarts must be an integer >= 1, got {restarts!r}.")
+    if restarts > 1 and not random_start:
+        raise AdvlabError("restarts > 1 repeats the same deterministic run without a random start; "
+                          "set random_start=True.")
+    if not 0 < l1_fraction <= 1:
+        raise AdvlabError(f"l1_fraction must lie in (0, 1], got {l1_fraction!r}.")
+    if step_size is None:
+        alpha = default_step_size(eps_t, steps)
+    else:
+        alpha = torch.as_tensor(step_size, dtype=x.dtype, device=x.device)
+        if alpha.numel() not in (1, len(x)) or not bool((alpha > 0).all()):
+            raise AdvlabError(f"step_size must be > 0, a scalar or one per sample; got {step_size!r}.")
+        alpha = alpha.flatten().expand(len(x)).clone() if alpha.numel() == 1 else alpha.flatten()
+    with eval_mode(model):
+        with torch.no_grad():
+            logits = model(x)
+        check_logits(logits, y)
+        best_x = x.clone()
+        best_loss = attack_loss(logits, y, loss, targeted)
+        best_succ = is_success(logits, y, targeted)
+        for r in range(int(restarts)):
+            idx = torch.arange(len(x), device=x.device) if r == 0 else (~best_succ).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            xr, lr, sr = _run(
+                model, x[idx], y[idx], eps_t[idx], alpha[idx], p, int(steps), random_start, targeted, loss,
+                l1_fraction, generator, early_stop,
+            )
+            upd = _better(lr, sr, best_loss[idx], best_succ[idx])
+            best_x[idx[upd]] = xr[upd]
+            best_loss[idx[upd]] = lr[upd]
+            best_succ[idx] = best_succ[idx] | sr
+        return finish(model, x, best_x, y, p, targeted)
+
+
+def bim(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float | Tensor,
+    norm: str | float = "inf",
+    steps: int = 40,
+    step_size: float | Tensor | None = None,
+    targeted: bool = False,
+    loss: str = "ce",
+) -> AttackResult:
+    """Basic iterative method / I-FGSM (Kurakin et al., 2016): :func:`pgd` without the random start."""
+    return pgd(model, x, y, eps, norm=norm, steps=steps, step_size=step_size, random_start=False, restarts=1,
+               targeted=targeted, loss=loss)

@@ -1,0 +1,448 @@
+"""Robustness evaluation: worst-case accuracy over a set of attacks, and red-flag checks for gradient masking.
+
+:func:`robust_accuracy` returns the fraction of inputs that are classified correctly *and* survive every attack in a
+list (per-sample worst case): the empirical adversarial risk of eq. 8 of the survey, with the inner maximisation
+approximated by attacks. It is only an upper bound on the true robust accuracy, so :func:`sanity_checks` looks for
+the classic signs that the bound is loose (Athalye et al., 2018; Carlini et al., 2019).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from advlab.attacks.core import loss_and_grad, random_start
+from advlab.attacks.fgsm import fgsm
+from advlab.attacks.pgd import pgd
+from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, lp_norm, parse_norm
+from advlab.attacks.result import predict as _predict
+from advlab.config import AdvlabError, profile
+
+AttackFn = Callable[[nn.Module, Tensor, Tensor, Tensor, float], AttackResult]
+"""An attack for evaluation: ``fn(model, x, y, eps, p) -> AttackResult`` with eps (N,) and p the norm."""
+
+
+def _norm_name(p: float) -> str:
+    return "Linf" if math.isinf(p) else f"L{p:g}"
+
+
+def _eps_value(eps_t: Tensor) -> float | Tensor:
+    return eps_t[0].item() if bool((eps_t == eps_t[0]).all()) else eps_t.cpu()
+
+
+# ----------------------------------------------------------------------------------------------------- attacks
+def default_attacks(steps: int | None = None, restarts: int | None = None, seed: int = 0) -> dict[str, AttackFn]:
+    """FGSM, PGD on cross-entropy, and PGD on the CW margin loss with random restarts, in that order.
+
+    The cheap attack comes first so that the expensive ones only run on the inputs it could not break. Sizes follow
+    the profile: ``fast`` = 40 steps and 2 margin restarts, ``full`` = 100 steps and 5 restarts. Random starts use a
+    generator seeded with ``seed``.
+    """
+    fast = profile() == "fast"
+    steps = steps if steps is not None else (40 if fast else 100)
+    restarts = restarts if restarts is not None else (2 if fast else 5)
+    gen = torch.Generator().manual_seed(seed)
+    return {
+        "fgsm": lambda m, x, y, e, p: fgsm(m, x, y, e, norm=p),
+        f"pgd-ce-{steps}": lambda m, x, y, e, p: pgd(
+            m, x, y, e, norm=p, steps=steps, loss="ce", generator=gen, early_stop=True
+        ),
+        f"pgd-margin-{steps}x{restarts}": lambda m, x, y, e, p: pgd(
+            m, x, y, e, norm=p, steps=steps, loss="margin", restarts=restarts, generator=gen, early_stop=True
+        ),
+    }
+
+
+def random_noise(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float | Tensor,
+    norm: str | float = "inf",
+    draws: int = 20,
+    generator: torch.Generator | None = None,
+) -> AttackResult:
+    """Gradient-free baseline: ``draws`` points uniform in the ball (clipped to the box); keeps the first success.
+
+    Random noise is a very weak attack; a white-box attack that does worse than it is not working.
+    """
+    p = parse_norm(norm)
+    x, y = check_inputs(x, y)
+    eps_t = as_eps(eps, x)
+    with eval_mode(model):
+        best = x.clone()
+        done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for _ in range(int(draws)):
+            cand = (x + random_start(x, eps_t, p, generator)).clamp(0, 1)
+            hit = (_predict(model, cand).argmax(1) != y) & ~done
+            best[hit] = cand[hit]
+            done |= hit
+        pred = _predict(model, best).argmax(1)
+        return AttackResult(x_adv=best, success=pred != y, norms=lp_norm(best - x, p), pred=pred, norm=p)
+
+
+def _named(attacks: Mapping[str, AttackFn] | Sequence[AttackFn | tuple[str, AttackFn]]) -> list[tuple[str, AttackFn]]:
+    if isinstance(attacks, Mapping):
+        items = list(attacks.items())
+    else:
+        items = []
+        for a in attacks:
+            if isinstance(a, tuple) and len(a) == 2:
+                items.append((str(a[0]), a[1]))
+            elif callable(a):
+                base = a.func if isinstance(a, functools.partial) else a
+                items.append((getattr(base, "__name__", f"attack{len(items)}"), a))
+            else:
+                raise AdvlabError(f"Attacks must be callables fn(model, x, y, eps, p) or (name, fn) pairs, got {a!r}.")
+    if not items:
+        raise AdvlabError("The list of attacks is empty; pass at least one, or attacks=None for the defaults.")
+    for name, fn in items:
+        if not callable(fn):
+            raise AdvlabError(f"Attack {name!r} is not callable; pass fn(model, x, y, eps, p) -> AttackResult.")
+    return items
+
+
+# ------------------------------------------------------------------------------------------------------ report
+@dataclass
+class AttackRecord:
+    """What one attack contributed to a :class:`RobustnessReport`.
+
+    Attributes:
+        name: the attack's name.
+        attacked: how many inputs it was run on (clean-correct and not yet broken).
+        broken: how many of those it broke (the model's eval-mode prediction on its output is wrong).
+        robust_after: robust accuracy over all n inputs after this and all previous attacks.
+        seconds: wall time spent in the attack.
+    """
+
+    name: str
+    attacked: int
+    broken: int
+    robust_after: float
+    seconds: float
+
+
+@dataclass
+class RobustnessReport:
+    """Result of :func:`robust_accuracy`.
+
+    Attributes:
+        n: number of inputs.
+        eps: the radius (a float, or a (N,) tensor when it varied per sample), pixel units.
+        norm: p of the norm (``math.inf``, 2.0 or 1.0).
+        clean_accuracy: accuracy on the unperturbed inputs.
+        robust_accuracy: fraction correct on the clean input and on every attack's output (per-sample worst case).
+        attacks: per-attack breakdown, in the order they ran.
+        robust: (N,) bool, the inputs that survived everything (False for clean errors).
+        broken_by: (N,) int64, index into ``attacks`` of the attack that broke the input; -1 if none did, -2 for
+            inputs already misclassified without perturbation.
+        x_adv: (N, *) the successful adversarial input where there is one, else the clean input.
+    """
+
+    n: int
+    eps: float | Tensor
+    norm: float
+    clean_accuracy: float
+    robust_accuracy: float
+    attacks: list[AttackRecord]
+    robust: Tensor = field(repr=False)
+    broken_by: Tensor = field(repr=False)
+    x_adv: Tensor = field(repr=False)
+
+    def summary(self) -> str:
+        """A small text table: clean accuracy, then each attack's contribution, then the robust accuracy."""
+        eps = f"{self.eps:g}" if isinstance(self.eps, float) else "per-sample"
+        width = max([len(a.name) for a in self.attacks] + [14])
+        lines = [
+            f"Robustness of {self.n} inputs, {_norm_name(self.norm)} eps = {eps}",
+            f"{'attack':<{width}}  {'attacked':>8}  {'broken':>6}  {'accuracy':>8}  {'time':>7}",
+            f"{'(clean)':<{width}}  {'':>8}  {'':>6}  {self.clean_accuracy:>8.1%}  {'':>7}",
+        ]
+        for a in self.attacks:
+            lines.append(
+                f"{a.name:<{width}}  {a.attacked:>8d}  {a.broken:>6d}  {a.robust_after:>8.1%}  {a.seconds:>6.1f}s"
+            )
+        lines.append(f"{'robust accuracy':<{width}}  {'':>8}  {'':>6}  {self.robust_accuracy:>8.1%}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+def robust_accuracy(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float | Tensor,
+    norm: str | float = "inf",
+    attacks: Mapping[str, AttackFn] | Sequence[AttackFn | tuple[str, AttackFn]] | None = None,
+    batch_size: int = 500,
+    seed: int = 0,
+    tol: float = 1e-4,
+) -> RobustnessReport:
+    """Per-sample worst-case accuracy of ``model`` under a list of attacks.
+
+    Only clean-correct inputs are attacked, and each attack only runs on the inputs that no earlier attack broke.
+    Every returned input is checked: it must lie in [0, 1] and in the ball (``||x_adv - x||_p <= eps + tol``, else
+    :class:`AdvlabError`, since the attack is broken), and it is re-classified here in eval mode, so an attack's own
+    ``success`` flag is never trusted.
+
+    Args:
+        model: returns logits; evaluated and attacked in eval mode (restored afterwards).
+        x: (N, *) inputs in [0, 1]; y: (N,) labels.
+        eps: radius in pixel units (scalar or (N,)).
+        norm: ``"inf"``, ``2`` or ``1``.
+        attacks: ``{name: fn}`` or a list of ``fn`` / ``(name, fn)`` with ``fn(model, x, y, eps, p)``; default
+            :func:`default_attacks`.
+        batch_size: inputs attacked at a time.
+        seed: seeds the random starts of the default attacks.
+        tol: slack on the ball check (absolute, pixel units; float32 rounding).
+
+    Returns:
+        :class:`RobustnessReport`.
+    """
+    p = parse_norm(norm)
+    x, y = check_inputs(x, y)
+    eps_t = as_eps(eps, x)
+    if int(batch_size) != batch_size or batch_size < 1:
+        raise AdvlabError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    items = _named(default_attacks(seed=seed) if attacks is None else attacks)
+    with eval_mode(model):
+        logits = _predict(model, x)
+        check_logits(logits, y)
+        correct = logits.argmax(1) == y
+        robust = correct.clone()
+        broken_by = torch.where(correct, -1, -2).to(torch.long)
+        x_adv = x.clone()
+        stats = [[0, 0, 0.0] for _ in items]  # attacked, broken, seconds
+        for start in range(0, len(x), int(batch_size)):
+            sl = torch.arange(start, min(start + int(batch_size), len(x)), device=x.device)
+            for k, (name, fn) in enumerate(items):
+                idx = sl[robust[sl]]
+                if idx.numel() == 0:
+                    break
+                t0 = time.perf_counter()
+                res = fn(model, x[idx], y[idx], eps_t[idx], p)
+                stats[k][2] += time.perf_counter() - t0
+                adv = _checked(name, res, x[idx], eps_t[idx], p, tol)
+                broken = _predict(model, adv).argmax(1) != y[idx]
+                hit = idx[broken]
+                robust[hit] = False
+                broken_by[hit] = k
+                x_adv[hit] = adv[broken]
+                stats[k][0] += idx.numel()
+                stats[k][1] += int(broken.sum())
+    n = len(x)
+    records, still = [], int(correct.sum())
+    for (name, _), (attacked, nbroken, secs) in zip(items, stats, strict=True):
+        still -= nbroken
+        records.append(AttackRecord(name, attacked, nbroken, still / n, secs))
+    return RobustnessReport(
+        n=n,
+        eps=_eps_value(eps_t),
+        norm=p,
+        clean_accuracy=correct.float().mean().item(),
+        robust_accuracy=robust.float().mean().item(),
+        attacks=records,
+        robust=robust,
+        broken_by=broken_by,
+        x_adv=x_adv,
+    )
+
+
+def _checked(name: str, res: AttackResult, x: Tensor, eps: Tensor, p: float, tol: float) -> Tensor:
+    """The attack's output after checking shape, box and ball; raises :class:`AdvlabError` if it cheats."""
+    adv = res.x_adv if isinstance(res, AttackResult) else res
+    if not isinstance(adv, Tensor) or adv.shape != x.shape:
+        raise AdvlabError(f"Attack {name!r} must return an AttackResult whose x_adv has shape {tuple(x.shape)}.")
+    adv = adv.detach().to(x.device, x.dtype)
+    if not torch.isfinite(adv).all() or adv.min() < 0 or adv.max() > 1:
+        raise AdvlabError(f"Attack {name!r} returned inputs outside [0, 1]; clip its output to the box.")
+    excess = lp_norm(adv - x, p) - eps
+    if (excess > tol).any():
+        raise AdvlabError(
+            f"Attack {name!r} returned inputs outside the {_norm_name(p)} ball (by up to {excess.max().item():.3g}); "
+            "its projection is wrong, so its numbers cannot be trusted."
+        )
+    return adv
+
+
+# ----------------------------------------------------------------------------------------------- sanity checks
+@dataclass
+class Check:
+    """One red-flag test: its name, whether it passed, and a message saying what was seen and why it matters."""
+
+    name: str
+    passed: bool
+    message: str
+
+    def __repr__(self) -> str:
+        return f"{'[ok]' if self.passed else '[RED FLAG]'} {self.name}: {self.message}"
+
+
+@dataclass
+class SanityReport:
+    """The list of :class:`Check` s run by :func:`sanity_checks`; prints one ``[ok]``/``[RED FLAG]`` line each."""
+
+    checks: list[Check]
+
+    @property
+    def passed(self) -> bool:
+        """True when no check raised a red flag."""
+        return all(c.passed for c in self.checks)
+
+    @property
+    def red_flags(self) -> list[Check]:
+        """The checks that failed."""
+        return [c for c in self.checks if not c.passed]
+
+    def __getitem__(self, name: str) -> Check:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"No check named {name!r}; have {[c.name for c in self.checks]}.")
+
+    def __repr__(self) -> str:
+        return "\n".join(repr(c) for c in self.checks)
+
+
+def _acc(model: nn.Module, x_adv: Tensor, y: Tensor) -> float:
+    return (_predict(model, x_adv).argmax(1) == y).float().mean().item()
+
+
+def _unbounded_eps(x: Tensor, p: float) -> float:
+    """A radius that contains the whole box around any x: 1 for L∞, sqrt(d) for L2, d for L1."""
+    d = x[0].numel()
+    return 1.0 if math.isinf(p) else (math.sqrt(d) if p == 2.0 else float(d))
+
+
+def sanity_checks(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float,
+    norm: str | float = "inf",
+    surrogate: nn.Module | None = None,
+    steps: tuple[int, int] = (10, 50),
+    draws: int = 20,
+    tol: float = 0.02,
+    seed: int = 0,
+) -> SanityReport:
+    """Red flags that a robustness number is an artefact of a broken evaluation (gradient masking).
+
+    Checks, after Athalye et al. (2018) and Carlini et al. (2019, "On evaluating adversarial robustness"):
+
+    1. ``logits``: the model's outputs should be logits; probabilities (non-negative rows summing to 1) saturate and
+       hide gradients.
+    2. ``deterministic``: two forward passes in eval mode must agree; randomness at inference defeats a single
+       gradient sample (use expectation over transformation).
+    3. ``gradients``: the input gradient of the margin loss must be finite and non-zero; zero or NaN gradients
+       (quantisation, ``torch.round``, detached preprocessing) make gradient attacks useless.
+    4. ``iterative beats single-step``: PGD with ``steps[1]`` steps must not leave more accuracy than FGSM, nor
+       than PGD with ``steps[0]`` steps.
+    5. ``accuracy falls with eps``: accuracy under PGD at eps/4, eps/2, eps, 2·eps must not rise, and must fall
+       overall unless it is already 0.
+    6. ``unbounded attack``: with a radius that contains the whole box, accuracy must reach ~0.
+    7. ``white-box beats black-box``: random noise (``draws`` points in the ball) and, if given, PGD transferred from
+       ``surrogate`` must not leave less accuracy than white-box PGD.
+
+    Accuracies are over all N inputs; ``tol`` is the slack (absolute accuracy) allowed for noise in comparisons
+    and in "reaches ~0". Each check's message says what was measured.
+    """
+    p = parse_norm(norm)
+    x, y = check_inputs(x, y)
+    eps = float(eps)
+    as_eps(eps, x)
+    few, many = (int(s) for s in steps)
+    if not 1 <= few < many:
+        raise AdvlabError(f"steps must be two increasing positive integers (few, many), got {steps!r}.")
+
+    def gen() -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    checks: list[Check] = []
+    with eval_mode(model):
+        out1 = _predict(model, x)
+        check_logits(out1, y)
+        out2 = _predict(model, x)
+
+        rows = out1.float()
+        probs = bool((rows >= 0).all()) and torch.allclose(rows.sum(1), torch.ones_like(rows[:, 0]), atol=1e-4)
+        checks.append(Check("logits", not probs, (
+            "outputs are non-negative and sum to 1: the model returns probabilities; attack its logits instead, "
+            "softmax saturation hides gradients" if probs else "outputs are not probabilities"
+        )))
+
+        diff = (out1 - out2).abs().max().item()
+        same = diff <= 1e-5 * max(1.0, out1.abs().max().item())
+        checks.append(Check("deterministic", same, (
+            f"two forward passes on the same input agree (max difference {diff:.2g})" if same else
+            f"two forward passes differ by up to {diff:.3g}: the model is random at inference, so one gradient "
+            "sample is misleading; attack the expectation (EOT) before trusting robustness"
+        )))
+
+        _, grad, _ = loss_and_grad(model, x, y, "margin")
+        finite = bool(torch.isfinite(grad).all())
+        gnorm = grad.flatten(1).norm(dim=1)
+        zero = (gnorm == 0).float().mean().item()
+        ok = finite and zero <= 0.05
+        checks.append(Check("gradients", ok, (
+            f"input gradients are finite and non-zero (median norm {gnorm.median().item():.3g})" if ok else
+            f"{zero:.0%} of inputs have a zero input gradient" + ("" if finite else " and some are NaN/inf") +
+            ": gradient attacks cannot move; the model is masking gradients (e.g. quantisation or a detached "
+            "step); use BPDA or gradient-free attacks"
+        )))
+
+        acc_fgsm = _acc(model, fgsm(model, x, y, eps, norm=p).x_adv, y)
+        acc_few = _acc(model, pgd(model, x, y, eps, norm=p, steps=few, generator=gen()).x_adv, y)
+        acc_many = _acc(model, pgd(model, x, y, eps, norm=p, steps=many, generator=gen()).x_adv, y)
+        ok = acc_many <= acc_fgsm + tol and acc_many <= acc_few + tol
+        checks.append(Check("iterative beats single-step", ok, (
+            f"accuracy FGSM {acc_fgsm:.1%}, PGD-{few} {acc_few:.1%}, PGD-{many} {acc_many:.1%}"
+            + ("" if ok else ": more attack iterations did not lower accuracy, so the attack is not optimising "
+               "the model's true loss (masked or noisy gradients)")
+        )))
+
+        scales = (0.25, 0.5, 1.0, 2.0)
+        accs = [_acc(model, pgd(model, x, y, eps * s, norm=p, steps=many, generator=gen()).x_adv, y) for s in scales]
+        rising = any(b > a + tol for a, b in zip(accs, accs[1:], strict=False))
+        flat = accs[0] > tol and accs[-1] >= accs[0] - tol
+        ok = not rising and not flat
+        curve = ", ".join(f"{s:g}·eps {a:.1%}" for s, a in zip(scales, accs, strict=True))
+        checks.append(Check("accuracy falls with eps", ok, (
+            f"PGD-{many} accuracy: {curve}" + ("" if ok else (
+                ": accuracy rose with a larger budget" if rising else ": a budget 8 times larger did not lower "
+                "accuracy") + ", which a working attack cannot produce")
+        )))
+
+        big = _unbounded_eps(x, p)
+        acc_big = _acc(model, pgd(model, x, y, big, norm=p, steps=many, loss="margin", generator=gen()).x_adv, y)
+        ok = acc_big <= tol
+        checks.append(Check("unbounded attack", ok, (
+            f"PGD-{many} with eps = {big:g} (the whole box) leaves {acc_big:.1%} accuracy"
+            + ("" if ok else "; any input is reachable, so a working attack reaches 0%: the gradients are not "
+               "useful to the attack")
+        )))
+
+        white = min(acc_few, acc_many, accs[2])
+        noise = random_noise(model, x, y, eps, norm=p, draws=draws, generator=gen())
+        acc_noise = _acc(model, noise.x_adv, y)
+        parts = [f"white-box PGD {white:.1%}, random noise ({draws} draws) {acc_noise:.1%}"]
+        ok = acc_noise >= white - tol
+        if surrogate is not None:
+            with eval_mode(surrogate):
+                crafted = pgd(surrogate, x, y, eps, norm=p, steps=many, generator=gen()).x_adv
+            acc_tr = _acc(model, crafted, y)
+            parts.append(f"transfer from surrogate {acc_tr:.1%}")
+            ok = ok and acc_tr >= white - tol
+        checks.append(Check("white-box beats black-box", ok, ", ".join(parts) + (
+            "" if ok else ": an attack that ignores the model's gradients did better than one that uses them, so "
+            "the gradients are misleading (gradient masking)"
+        )))
+    return SanityReport(checks)

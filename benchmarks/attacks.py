@@ -1,0 +1,323 @@
+"""Benchmark advlab's attacks against the libraries people already use, on the same model, data and machine.
+
+    python benchmarks/attacks.py                      # full run, writes docs/benchmarks.md
+    python benchmarks/attacks.py --quick --out -      # a smoke run (tiny sizes), table to stdout
+
+Cases: the fast-profile MNIST CNN (zoo "mnist-cnn") on 1,000 test images, and a CIFAR-size
+PreAct-ResNet-18 with random weights (timing only) on 256 random images labelled by the model itself.
+Attacks: PGD-L∞ (40 steps), PGD-L2 (40 steps), FGSM, CW-L2 and DeepFool. Each peer runs with the same
+budget (steps, restarts, ε, step size). Peers are torchattacks, foolbox and ART, each where it imports.
+
+The physical floor of an iterative attack is one forward plus one input-gradient backward per step; it
+is timed on the same batch, and advlab's overhead is its time over steps × that floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import advlab
+from advlab import attacks, data, models, zoo
+
+
+@dataclass
+class Row:
+    case: str
+    attack: str
+    library: str
+    seconds: float
+    grad_steps: int  # gradient evaluations per image charged to the attack
+    n: int
+    robust_accuracy: float | None = None
+    median_l2: float | None = None
+    note: str = ""
+
+    @property
+    def throughput(self) -> float:
+        return self.n * self.grad_steps / self.seconds
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[Tensor, float]:
+    _sync(device)
+    start = time.perf_counter()
+    out = fn()
+    _sync(device)
+    return out.detach(), time.perf_counter() - start
+
+
+def floor_step(model: nn.Module, x: Tensor, y: Tensor, device: torch.device, reps: int = 3) -> float:
+    """Seconds for one forward + one input-gradient backward on the whole batch (median of reps)."""
+    times = []
+    for _ in range(reps + 1):
+        xr = x.clone().requires_grad_(True)
+
+        def step(xr=xr):
+            return torch.autograd.grad(F.cross_entropy(model(xr), y), xr)[0]
+
+        times.append(timed(step, device)[1])
+    return sorted(times[1:])[len(times[1:]) // 2]
+
+
+def summarize(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> tuple[float, float | None]:
+    with torch.no_grad():
+        pred = torch.cat([model(x_adv[i : i + 500]).argmax(1) for i in range(0, len(x_adv), 500)])
+    fooled = pred != y
+    norms = (x_adv - x).flatten(1).norm(dim=1)
+    med = norms[fooled].median().item() if fooled.any() else None
+    return (~fooled).float().mean().item(), med
+
+
+def peers(model: nn.Module, device: torch.device, shape: tuple[int, ...]) -> dict[str, dict[str, Callable]]:
+    """Per library, a dict attack-name -> fn(x, y, cfg) returning x_adv. Libraries that fail to import are left out."""
+    out: dict[str, dict[str, Callable]] = {}
+    try:
+        import torchattacks as ta
+
+        out["torchattacks"] = {
+            "PGD-Linf": lambda x, y, c: ta.PGD(model, eps=c["eps_inf"], alpha=c["alpha_inf"], steps=c["steps"])(x, y),
+            "PGD-L2": lambda x, y, c: ta.PGDL2(model, eps=c["eps_2"], alpha=c["alpha_2"], steps=c["steps"])(x, y),
+            "FGSM": lambda x, y, c: ta.FGSM(model, eps=c["eps_inf"])(x, y),
+            "CW-L2": lambda x, y, c: ta.CW(model, c=1.0, kappa=0, steps=c["cw_steps"] * c["cw_search"], lr=0.01)(x, y),
+            "DeepFool": lambda x, y, c: ta.DeepFool(model, steps=c["df_steps"], overshoot=0.02)(x, y),
+        }
+    except Exception as err:  # noqa: BLE001
+        print(f"torchattacks unavailable: {err}", file=sys.stderr)
+    try:
+        import foolbox as fb
+
+        fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=device)
+
+        def run_fb(attack, eps):
+            return lambda x, y, c: attack(c)(fmodel, x, y, epsilons=eps(c))[1]
+
+        out["foolbox"] = {
+            "PGD-Linf": run_fb(
+                lambda c: fb.attacks.LinfPGD(abs_stepsize=c["alpha_inf"], steps=c["steps"]), lambda c: c["eps_inf"]
+            ),
+            "PGD-L2": run_fb(
+                lambda c: fb.attacks.L2PGD(abs_stepsize=c["alpha_2"], steps=c["steps"]), lambda c: c["eps_2"]
+            ),
+            "FGSM": run_fb(lambda c: fb.attacks.FGSM(random_start=False), lambda c: c["eps_inf"]),
+            "CW-L2": run_fb(
+                lambda c: fb.attacks.L2CarliniWagnerAttack(
+                    binary_search_steps=c["cw_search"], steps=c["cw_steps"], initial_const=1.0
+                ),
+                lambda c: None,
+            ),
+            "DeepFool": run_fb(
+                lambda c: fb.attacks.L2DeepFoolAttack(steps=c["df_steps"], overshoot=0.02, candidates=10),
+                lambda c: None,
+            ),
+        }
+    except Exception as err:  # noqa: BLE001
+        print(f"foolbox unavailable: {err}", file=sys.stderr)
+    try:
+        from art.attacks.evasion import FastGradientMethod, ProjectedGradientDescent
+        from art.estimators.classification import PyTorchClassifier
+
+        clf = PyTorchClassifier(
+            model,
+            loss=nn.CrossEntropyLoss(),
+            input_shape=shape,
+            nb_classes=10,
+            clip_values=(0.0, 1.0),
+            device_type="gpu" if device.type == "cuda" else "cpu",
+        )
+
+        def run_art(make):
+            return lambda x, y, c: torch.as_tensor(make(c).generate(x.cpu().numpy(), y=y.cpu().numpy()), device=device)
+
+        out["ART"] = {
+            "PGD-Linf": run_art(
+                lambda c: ProjectedGradientDescent(
+                    clf,
+                    norm="inf",
+                    eps=c["eps_inf"],
+                    eps_step=c["alpha_inf"],
+                    max_iter=c["steps"],
+                    batch_size=c["n"],
+                    verbose=False,
+                )
+            ),
+            "FGSM": run_art(lambda c: FastGradientMethod(clf, norm="inf", eps=c["eps_inf"], batch_size=c["n"])),
+        }
+    except Exception as err:  # noqa: BLE001
+        print(f"ART unavailable: {err}", file=sys.stderr)
+    return out
+
+
+def advlab_attacks() -> dict[str, Callable]:
+    return {
+        "PGD-Linf": lambda m, x, y, c: (
+            attacks.pgd(m, x, y, c["eps_inf"], "inf", steps=c["steps"], step_size=c["alpha_inf"]).x_adv
+        ),
+        "PGD-L2": lambda m, x, y, c: (
+            attacks.pgd(m, x, y, c["eps_2"], 2, steps=c["steps"], step_size=c["alpha_2"]).x_adv
+        ),
+        "FGSM": lambda m, x, y, c: attacks.fgsm(m, x, y, c["eps_inf"]).x_adv,
+        "CW-L2": lambda m, x, y, c: (
+            attacks.cw_l2(m, x, y, binary_search_steps=c["cw_search"], steps=c["cw_steps"]).x_adv
+        ),
+        "DeepFool": lambda m, x, y, c: attacks.deepfool(m, x, y, norm=2, overshoot=0.02, max_iter=c["df_steps"]).x_adv,
+    }
+
+
+def grad_steps(attack: str, cfg: dict) -> int:
+    if attack.startswith("PGD"):
+        return cfg["steps"]
+    return {"FGSM": 1, "CW-L2": cfg["cw_steps"] * cfg["cw_search"], "DeepFool": cfg["df_steps"]}[attack]
+
+
+def run_case(
+    case: str, model: nn.Module, x: Tensor, y: Tensor, cfg: dict, which: list[str], device: torch.device
+) -> tuple[list[Row], float]:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    rows: list[Row] = []
+    step = floor_step(model, x, y, device)
+    libs = peers(model, device, tuple(x.shape[1:]))
+    for attack in which:
+        n = cfg["n_df"] if attack in ("DeepFool", "CW-L2") else len(x)
+        xs, ys = x[:n], y[:n]
+        cfg_n = {**cfg, "n": n}
+        fns = [("advlab", lambda xs=xs, ys=ys, a=attack, c=cfg_n: advlab_attacks()[a](model, xs, ys, c))]
+        if attack.startswith("PGD"):  # the same attack, stopping each sample at its first success
+            norm = "inf" if attack == "PGD-Linf" else 2
+            e, a = (cfg["eps_inf"], cfg["alpha_inf"]) if norm == "inf" else (cfg["eps_2"], cfg["alpha_2"])
+            fns.append(
+                (
+                    "advlab early_stop",
+                    lambda xs=xs, ys=ys, e=e, a=a, norm=norm: (
+                        attacks.pgd(model, xs, ys, e, norm, steps=cfg["steps"], step_size=a, early_stop=True).x_adv
+                    ),
+                )
+            )
+        fns += [
+            (lib, lambda f=table[attack], xs=xs, ys=ys, c=cfg_n: f(xs, ys, c))
+            for lib, table in libs.items()
+            if attack in table
+        ]
+        for lib, fn in fns:
+            with contextlib.redirect_stdout(io.StringIO()):
+                x_adv, seconds = timed(fn, device)
+            acc, med = summarize(model, xs, ys, x_adv.to(device))
+            rows.append(Row(case, attack, lib, seconds, grad_steps(attack, cfg), n, acc, med))
+            print(f"{case:10s} {attack:9s} {lib:13s} {seconds:8.2f}s acc={acc:.3f} med={med}", file=sys.stderr)
+    return rows, step
+
+
+def table(rows: list[Row], floors: dict[str, float], device: torch.device, cmd: str) -> str:
+    lines = [
+        "# Attack benchmark",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"device `{device}`; torch {torch.__version__}, advlab {advlab.__version__}. Command: `{cmd}`.",
+        "",
+        "Time ratio = the row's time / advlab's time on the same attack, model, images and budget (> 1: slower "
+        "than advlab). `advlab early_stop` is the same PGD, stopping each sample at its first success (same robust "
+        "accuracy; a weak model costs far fewer steps). "
+        "Throughput counts images × gradient steps per second. Floor = steps × (one forward + one input-gradient "
+        "backward on the batch); advlab's overhead is its time over the floor.",
+        "",
+        "| case | attack | library | n | time (s) | img·steps/s | time ratio to advlab | robust acc. "
+        "| median L2 of successes | advlab / floor |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ours = next(o for o in rows if o.case == r.case and o.attack == r.attack and o.library == "advlab")
+        ratio = f"{r.seconds / ours.seconds:.2f}"
+        floor = floors[r.case] * r.grad_steps * (r.n / max(o.n for o in rows if o.case == r.case))
+        over = f"{r.seconds / floor:.2f}×" if r.library.startswith("advlab") and r.attack.startswith("PGD") else ""
+        med = f"{r.median_l2:.3f}" if r.median_l2 is not None else "—"
+        lines.append(
+            f"| {r.case} | {r.attack} | {r.library} | {r.n} | {r.seconds:.2f} | {r.throughput:,.0f} | {ratio} | "
+            f"{r.robust_accuracy:.3f} | {med} | {over} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: advlab.device())")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script, not a benchmark")
+    parser.add_argument("--cases", default="mnist,resnet", help="comma-separated: mnist, resnet")
+    parser.add_argument("--out", default="docs/benchmarks.md", help="markdown output file, or - for stdout")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device) if args.device else advlab.device()
+    advlab.seed_everything(0, deterministic=False)
+    rows: list[Row] = []
+    floors: dict[str, float] = {}
+    q = args.quick
+    if "mnist" in args.cases:
+        x, y, _ = data.load("mnist", "test", n=16 if q else 1000)
+        model = zoo.load("mnist-cnn", progress=False).to(device)
+        steps = 2 if q else 40
+        cfg = {
+            "eps_inf": 0.3,
+            "alpha_inf": 2.5 * 0.3 / steps,
+            "eps_2": 2.0,
+            "alpha_2": 2.5 * 2.0 / steps,
+            "steps": steps,
+            "cw_search": 2 if q else 5,
+            "cw_steps": 2 if q else 50,
+            "df_steps": 2 if q else 50,
+            "n_df": 8 if q else 200,
+        }
+        r, floors["MNIST CNN"] = run_case(
+            "MNIST CNN", model, x.to(device), y.to(device), cfg, list(advlab_attacks()), device
+        )
+        rows += r
+    if "resnet" in args.cases:
+        advlab.seed_everything(0, deterministic=False)
+        model = models.preact_resnet18().to(device).eval()
+        n = 8 if q else 256
+        x = torch.rand(n, 3, 32, 32, device=device)
+        with torch.no_grad():
+            y = model(x).argmax(1)
+        steps = 2 if q else 10
+        cfg = {
+            "eps_inf": 8 / 255,
+            "alpha_inf": 2.5 * 8 / 255 / steps,
+            "eps_2": 0.5,
+            "alpha_2": 2.5 * 0.5 / steps,
+            "steps": steps,
+            "cw_search": 1,
+            "cw_steps": 2 if q else 20,
+            "df_steps": 2 if q else 20,
+            "n_df": 8 if q else 32,
+        }
+        which = list(advlab_attacks()) if device.type == "cuda" or q else ["PGD-Linf", "PGD-L2", "FGSM"]
+        r, floors["ResNet-18"] = run_case("ResNet-18", model, x, y, cfg, which, device)
+        rows += r
+    md = table(
+        rows, floors, device, "python benchmarks/attacks.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    )
+    if args.out == "-":
+        print(md)
+    else:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(md)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

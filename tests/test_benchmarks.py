@@ -1,0 +1,20 @@
+"""The benchmark script runs end to end (tiny sizes; no timing is asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_attack_benchmark_smoke(tmp_path):
+    out = tmp_path / "bench.md"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "attacks.py"), "--quick", "--cases", "mnist", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    table = out.read_text()
+    for attack in ("PGD-Linf", "PGD-L2", "FGSM", "CW-L2", "DeepFool"):
+        assert f"| {attack} | advlab |" in table
+    assert "advlab early_stop" in table and "torchattacks" in table

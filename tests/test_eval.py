@@ -1,0 +1,189 @@
+"""Robust accuracy (worst case over attacks) and the gradient-masking red-flag checks."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from advlab import AdvlabError
+from advlab.attacks import bim, fgsm
+from advlab.attacks.result import AttackResult, lp_norm
+from advlab.eval import RobustnessReport, default_attacks, robust_accuracy, sanity_checks
+
+EPS = 0.1
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors on a shared 2-core machine run far faster on one thread (no spin-waiting workers)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def batch(mnist_cnn, mnist_test):
+    x, y = mnist_test
+    return mnist_cnn, x[:64], y[:64]
+
+
+def _correct(model, x, y):
+    with torch.no_grad():
+        return model(x).argmax(1) == y
+
+
+ATTACKS = {
+    "fgsm": lambda m, x, y, e, p: fgsm(m, x, y, e, norm=p),
+    "bim-ce": lambda m, x, y, e, p: bim(m, x, y, e, norm=p, steps=10),
+    "bim-margin": lambda m, x, y, e, p: bim(m, x, y, e, norm=p, steps=10, loss="margin"),
+}
+
+
+def test_worst_case_is_below_every_single_attack_and_fields_are_consistent(batch):
+    model, x, y = batch
+    rep = robust_accuracy(model, x, y, EPS, attacks=ATTACKS, batch_size=40)
+    assert isinstance(rep, RobustnessReport)
+    correct = _correct(model, x, y)
+    assert rep.n == 64 and rep.eps == pytest.approx(EPS) and rep.norm == math.inf
+    assert rep.clean_accuracy == pytest.approx(correct.float().mean().item())
+    singles = {name: robust_accuracy(model, x, y, EPS, attacks={name: fn}).robust_accuracy
+               for name, fn in ATTACKS.items()}
+    assert all(rep.robust_accuracy <= acc for acc in singles.values()), (rep.robust_accuracy, singles)
+    # bookkeeping: attacked = still-robust before each attack, broken sums up, masks agree
+    assert [a.name for a in rep.attacks] == list(ATTACKS)
+    assert rep.attacks[0].attacked == int(correct.sum())
+    for prev, cur in zip(rep.attacks, rep.attacks[1:], strict=False):
+        assert cur.attacked == prev.attacked - prev.broken
+    assert rep.attacks[-1].robust_after == pytest.approx(rep.robust_accuracy)
+    assert int(rep.robust.sum()) == round(rep.robust_accuracy * rep.n)
+    assert torch.equal(rep.broken_by == -2, ~correct)
+    assert torch.equal(rep.broken_by == -1, rep.robust)
+    broken = rep.broken_by >= 0
+    assert not _correct(model, rep.x_adv[broken], y[broken]).any()
+    assert (lp_norm(rep.x_adv - x, math.inf) <= EPS + 1e-6).all()
+    assert torch.equal(rep.x_adv[~broken], x[~broken])
+    text = rep.summary()
+    assert text == repr(rep)
+    for a in rep.attacks:
+        assert a.name in text
+    assert f"{rep.robust_accuracy:.1%}" in text and f"{rep.clean_accuracy:.1%}" in text
+
+
+def test_only_clean_correct_points_are_attacked_and_success_is_rechecked(batch):
+    model, x, y = batch
+    seen = []
+
+    def liar(m, xb, yb, e, p):
+        seen.append((xb.clone(), yb.clone()))
+        # claims success everywhere but returns the clean input
+        return AttackResult(xb, torch.ones(len(xb), dtype=torch.bool), torch.zeros(len(xb)), yb, p)
+
+    wrong_model = nn.Sequential(model, nn.Identity()).eval()
+    rep = robust_accuracy(wrong_model, x, y, EPS, attacks=[("liar", liar)], batch_size=25)
+    xs, ys = torch.cat([s[0] for s in seen]), torch.cat([s[1] for s in seen])
+    assert len(seen) == 3  # three batches
+    assert len(xs) == int(_correct(model, x, y).sum())
+    assert _correct(model, xs, ys).all()
+    assert rep.robust_accuracy == rep.clean_accuracy  # its claims were not trusted
+
+
+def test_cheating_attacks_are_caught(batch):
+    model, x, y = batch
+
+    def too_far(m, xb, yb, e, p):
+        return fgsm(m, xb, yb, 2 * e, norm=p)
+
+    def off_box(m, xb, yb, e, p):
+        return AttackResult(xb + 1.5, torch.ones(len(xb), dtype=torch.bool), torch.zeros(len(xb)), yb, p)
+
+    with pytest.raises(AdvlabError, match="outside the Linf ball"):
+        robust_accuracy(model, x, y, EPS, attacks=[too_far])
+    with pytest.raises(AdvlabError, match=r"outside \[0, 1\]"):
+        robust_accuracy(model, x, y, EPS, attacks=[off_box])
+    with pytest.raises(AdvlabError, match="empty"):
+        robust_accuracy(model, x, y, EPS, attacks=[])
+
+
+def test_default_attacks_and_train_mode_model(batch):
+    model, x, y = batch
+    x, y = x[:32], y[:32]
+    assert list(default_attacks(steps=5, restarts=2)) == ["fgsm", "pgd-ce-5", "pgd-margin-5x2"]
+    model.train()
+    try:
+        with pytest.warns(UserWarning, match="train mode"):
+            rep = robust_accuracy(model, x, y, EPS, attacks=default_attacks(steps=10, restarts=2))
+        assert model.training
+    finally:
+        model.eval()
+    single = robust_accuracy(model, x, y, EPS, attacks={"fgsm": ATTACKS["fgsm"]})
+    assert rep.robust_accuracy <= single.robust_accuracy
+    assert rep.robust_accuracy < rep.clean_accuracy
+
+
+# ----------------------------------------------------------------------------------------------------- sanity checks
+class Quantize(nn.Module):
+    """round(x * 4) / 4: a "defense" with zero gradient almost everywhere."""
+
+    def forward(self, x):
+        return torch.round(x * 4) / 4
+
+
+class Noisy(nn.Module):
+    """Gaussian noise at inference: random outputs."""
+
+    def forward(self, x):
+        return x + 0.2 * torch.randn_like(x)
+
+
+SANITY = {"steps": (5, 20), "draws": 10}
+
+
+def test_sanity_checks_pass_on_the_plain_cnn(batch):
+    model, x, y = batch
+    surrogate = copy.deepcopy(model)
+    rep = sanity_checks(model, x[:48], y[:48], EPS, surrogate=surrogate, **SANITY)
+    assert rep.passed, repr(rep)
+    assert len(rep.checks) == 7
+    assert "transfer from surrogate" in rep["white-box beats black-box"].message
+    assert all(line.startswith("[ok] ") for line in repr(rep).splitlines())
+
+
+def test_sanity_checks_flag_zero_gradient_preprocessing(batch):
+    model, x, y = batch
+    masked = nn.Sequential(Quantize(), model).eval()
+    assert _correct(masked, x, y).float().mean() > 0.8  # still a good classifier
+    rep = sanity_checks(masked, x[:32], y[:32], EPS, **SANITY)
+    assert not rep.passed
+    assert not rep["gradients"].passed and "zero input gradient" in rep["gradients"].message
+    assert not rep["unbounded attack"].passed
+    assert "[RED FLAG] gradients" in repr(rep)
+    assert rep["deterministic"].passed and rep["logits"].passed
+
+
+def test_sanity_checks_flag_detached_preprocessing_and_probabilities(batch):
+    model, x, y = batch
+
+    class Detached(nn.Module):
+        def forward(self, x):
+            return (torch.round(x * 4) / 4).detach()
+
+    with pytest.warns(UserWarning, match="differentiably"):
+        rep = sanity_checks(nn.Sequential(Detached(), model).eval(), x[:16], y[:16], EPS, steps=(2, 4), draws=2)
+    assert not rep["gradients"].passed
+    with pytest.warns(UserWarning, match="probabilities"):
+        rep = sanity_checks(nn.Sequential(model, nn.Softmax(1)).eval(), x[:16], y[:16], EPS, steps=(2, 4), draws=2)
+    assert not rep["logits"].passed
+
+
+def test_sanity_checks_flag_randomness_at_inference(batch):
+    model, x, y = batch
+    noisy = nn.Sequential(Noisy(), model).eval()
+    rep = sanity_checks(noisy, x[:32], y[:32], EPS, **SANITY)
+    assert not rep["deterministic"].passed
+    assert "random at inference" in rep["deterministic"].message
+    assert not rep.passed
