@@ -65,6 +65,78 @@ RECIPES: dict[str, dict[str, Any]] = {
             "full": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0},
         },
     },
+    # Adversarially trained MNIST CNNs (advlab.defenses.adversarial; see docs/defenses.md). "fast": the 4k
+    # training images on a CPU; "full": paper-sized (60k images, Madry et al.'s 40-step PGD, ε = 0.3).
+    "mnist-cnn-pgd": {
+        "description": "PGD adversarial training (Madry et al.), L∞ ε = 0.3, linear ε warm-up",
+        "arch": {"fast": ["mnist_net", {}], "full": ["madry_cnn", {}]},
+        "data": "mnist",
+        "trainer": "advlab.defenses.adversarial:pgd_at",
+        "fit": {
+            "fast": {"eps": 0.3, "steps": 7, "warmup_epochs": 3, "epochs": 12, "batch_size": 128, "lr": 3e-3,
+                     "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
+            "full": {"eps": 0.3, "steps": 40, "step_size": 0.01, "warmup_epochs": 5, "epochs": 60, "batch_size": 50,
+                     "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0},
+        },
+        "eval": {"pgd_accuracy": {"fn": "advlab.defenses.adversarial:pgd_accuracy",
+                                  "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40}}},
+    },
+    "mnist-cnn-fgsm-rs": {
+        "description": "fast adversarial training: FGSM from a random start, α = 1.25ε (Wong et al.), L∞ ε = 0.3",
+        "arch": {"fast": ["mnist_net", {}], "full": ["madry_cnn", {}]},
+        "data": "mnist",
+        "trainer": "advlab.defenses.adversarial:fgsm_rs_at",
+        "fit": {
+            "fast": {"eps": 0.3, "alpha": 0.375, "warmup_epochs": 5, "early_stop": True, "holdout": 200, "epochs": 15,
+                     "batch_size": 128, "lr": 2e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
+            "full": {"eps": 0.3, "alpha": 0.375, "early_stop": True, "holdout": 1000, "epochs": 10,
+                     "batch_size": 100, "lr": 5e-3, "optimizer": "adam", "weight_decay": 0.0},
+        },
+        "eval": {"pgd_accuracy": {"fn": "advlab.defenses.adversarial:pgd_accuracy",
+                                  "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40}}},
+    },
+    "mnist-cnn-free": {
+        "description": "free adversarial training (Shafahi et al.), m = 8 replays, δ step ε/3, L∞ ε = 0.3",
+        "arch": {"fast": ["mnist_net", {}], "full": ["madry_cnn", {}]},
+        "data": "mnist",
+        "trainer": "advlab.defenses.adversarial:free_at",
+        "fit": {
+            "fast": {"eps": 0.3, "replays": 8, "step_size": 0.1, "warmup_epochs": 32, "epochs": 96, "batch_size": 128,
+                     "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
+            "full": {"eps": 0.3, "replays": 8, "epochs": 80, "batch_size": 100, "lr": 1e-3, "optimizer": "adam",
+                     "weight_decay": 0.0},
+        },
+        "eval": {"pgd_accuracy": {"fn": "advlab.defenses.adversarial:pgd_accuracy",
+                                  "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40}}},
+    },
+    "mnist-cnn-trades": {
+        "description": "TRADES (Zhang et al.), β = 6, L∞ ε = 0.3",
+        "arch": {"fast": ["mnist_net", {}], "full": ["madry_cnn", {}]},
+        "data": "mnist",
+        "trainer": "advlab.defenses.adversarial:trades",
+        "fit": {
+            "fast": {"eps": 0.3, "beta": 6.0, "steps": 7, "epochs": 12, "batch_size": 128, "lr": 3e-3,
+                     "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
+            "full": {"eps": 0.3, "beta": 6.0, "steps": 40, "step_size": 0.01, "epochs": 60, "batch_size": 128,
+                     "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0},
+        },
+        "eval": {"pgd_accuracy": {"fn": "advlab.defenses.adversarial:pgd_accuracy",
+                                  "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40}}},
+    },
+    "mnist-cnn-l2": {
+        "description": "PGD adversarial training in L2, ε = 2.0 (L2-robust model for the non-robust-features notebook)",
+        "arch": {"fast": ["mnist_net", {}], "full": ["madry_cnn", {}]},
+        "data": "mnist",
+        "trainer": "advlab.defenses.adversarial:pgd_at",
+        "fit": {
+            "fast": {"eps": 2.0, "norm": 2, "steps": 7, "warmup_epochs": 3, "epochs": 12, "batch_size": 128,
+                     "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
+            "full": {"eps": 2.0, "norm": 2, "steps": 40, "warmup_epochs": 5, "epochs": 60, "batch_size": 50,
+                     "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0},
+        },
+        "eval": {"pgd_accuracy": {"fn": "advlab.defenses.adversarial:pgd_accuracy",
+                                  "kwargs": {"eps": 2.0, "norm": 2, "steps": 40}}},
+    },
 }
 
 
@@ -80,9 +152,15 @@ def recipe(name: str) -> dict[str, Any]:
     return copy.deepcopy(RECIPES[name])
 
 
-def build(name: str, seed: int = 0) -> nn.Module:
+def architecture(name: str, profile: str) -> list:
+    """``[architecture, kwargs]`` of a zoo entry; a recipe may give one per profile (``{"fast": …, "full": …}``)."""
+    arch = recipe(name)["arch"]
+    return arch[profile] if isinstance(arch, dict) else arch
+
+
+def build(name: str, profile: str | None = None, seed: int = 0) -> nn.Module:
     """An untrained model with the architecture of zoo entry ``name``, initialised from ``seed``."""
-    arch, kwargs = recipe(name)["arch"]
+    arch, kwargs = architecture(name, profile or config.profile())
     config.seed_everything(seed)
     return models.build(arch, **kwargs)
 
@@ -92,6 +170,7 @@ def cache_key(name: str, profile: str) -> tuple[str, dict[str, Any]]:
     rec = recipe(name)
     x, y, _ = data.load(rec["data"], "train", profile=profile)
     weights_matter = {k: v for k, v in rec.items() if k not in ("description", "fit", "eval")}
+    weights_matter["arch"] = architecture(name, profile)
     record = {
         "name": name,
         "recipe": {**weights_matter, "fit": rec["fit"][profile]},
@@ -147,7 +226,7 @@ def load(name: str, *, profile: str | None = None, retrain: bool = False, progre
     """
     profile = profile or config.profile()
     key, record = cache_key(name, profile)
-    model = build(name)
+    model = build(name, profile)
     stem = f"{name}-{profile}-{key}"
     cached = config.cache_dir() / "zoo"
     if not retrain:
@@ -228,7 +307,7 @@ def _main(argv: list[str] | None = None) -> int:
         key, record = cache_key(name, profile)
         old = info(name, profile)
         folder = SHIPPED if args.ship else config.cache_dir() / "zoo"
-        new = save(build(name), name, profile, key, record, folder)
+        new = save(build(name, profile), name, profile, key, record, folder)
         print(f"{name}: {new['metrics']}")
         if old:
             for metric, value in old["metrics"].items():

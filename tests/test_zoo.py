@@ -109,3 +109,12 @@ def test_corrupt_checkpoints_are_rebuilt(tiny_entry, damage):
 def test_unknown_name_is_clear():
     with pytest.raises(advlab.AdvlabError, match="mnist-cnn"):
         zoo.load("mnist-resnet-9000")
+
+
+def test_recipes_may_choose_the_architecture_per_profile():
+    from advlab import models
+
+    assert zoo.architecture("mnist-cnn-pgd", "full")[0] == "madry_cnn"  # Madry et al.'s CNN, paper-sized
+    assert zoo.architecture("mnist-cnn-pgd", "fast")[0] == "mnist_net"
+    assert isinstance(zoo.build("mnist-cnn-pgd", "full")[1], torch.nn.Conv2d)
+    assert models.num_parameters(zoo.build("mnist-cnn-pgd", "full")) > 3_000_000

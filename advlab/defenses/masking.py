@@ -1,0 +1,143 @@
+"""A lesson in gradient masking (Athalye, Carlini & Wagner, 2018): a "defense" that only breaks the attack.
+
+:class:`InputQuantization` rounds the input to ``levels + 1`` grey levels before a trained model. ``torch.round``
+has zero derivative almost everywhere, so every input gradient is exactly 0 and PGD cannot move from its random
+start: PGD reports high "robust accuracy". Yet the classifier underneath is as fragile as before:
+
+* :class:`BPDA` (backward-pass differentiable approximation) keeps the quantised forward pass but treats the
+  rounding as the identity on the backward pass (a straight-through estimator); PGD through it breaks the model;
+* a transfer attack, PGD on the undefended model, breaks it without using its gradients at all;
+* :func:`advlab.eval.sanity_checks` raises red flags (zero gradients, unbounded attack fails, black-box beats
+  white-box).
+
+Run ``python -m advlab.defenses.masking`` for the numbers of ``docs/defenses.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from advlab.attacks.pgd import pgd
+from advlab.attacks.result import check_inputs
+from advlab.config import AdvlabError
+
+
+class InputQuantization(nn.Module):
+    """``model(round(x · levels) / levels)``: a wrapper that quantises [0, 1] inputs to ``levels + 1`` values.
+
+    Attributes:
+        model: the wrapped classifier (returns logits).
+        levels: number of quantisation steps (8 maps pixels to multiples of 1/8).
+    """
+
+    def __init__(self, model: nn.Module, levels: int = 8) -> None:
+        super().__init__()
+        if int(levels) != levels or levels < 1:
+            raise AdvlabError(f"levels must be an integer >= 1, got {levels!r}.")
+        self.model = model
+        self.levels = int(levels)
+
+    def preprocess(self, x: Tensor) -> Tensor:
+        """The non-differentiable input transformation (N, *) -> (N, *): zero gradient almost everywhere."""
+        return torch.round(x * self.levels) / self.levels
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model(self.preprocess(x))
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+
+class BPDA(nn.Module):
+    """Straight-through BPDA view of a defended model with a ``preprocess`` step and an inner ``model``.
+
+    Forward: exactly the defended model, ``model(preprocess(x))``. Backward: ``preprocess`` is replaced by the
+    identity (``x + (g(x) - x).detach()``), so the gradient is that of the undefended model at the quantised input.
+    Attack this module and evaluate on the defended one (predictions are identical).
+    """
+
+    def __init__(self, defended: nn.Module) -> None:
+        super().__init__()
+        if not (hasattr(defended, "preprocess") and hasattr(defended, "model")):
+            raise AdvlabError("BPDA needs a defended model with .preprocess(x) and .model (e.g. InputQuantization).")
+        self.defended = defended
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = self.defended.preprocess(x)
+        return self.defended.model(x + (g - x).detach())
+
+
+def masking_report(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float = 0.3,
+    levels: int = 8,
+    steps: int = 40,
+    sanity: bool = True,
+    sanity_n: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Accuracy of ``InputQuantization(model, levels)`` under PGD (fooled by the masking), BPDA-PGD, and PGD
+    transferred from the undefended ``model``; plus :func:`advlab.eval.sanity_checks` of the defended model.
+
+    All accuracies are L∞ at ``eps`` through :func:`advlab.eval.robust_accuracy` (which re-classifies every
+    adversarial input with the defended model). Returns a dict with ``clean``, ``pgd``, ``bpda``, ``transfer``,
+    ``undefended_pgd`` and (if ``sanity``) ``sanity``: a :class:`advlab.eval.SanityReport` on the first ``sanity_n``
+    inputs, with the undefended model as the transfer surrogate.
+    """
+    from advlab.eval import robust_accuracy, sanity_checks
+
+    x, y = check_inputs(x, y)
+    model.eval()
+    defended = InputQuantization(model, levels).eval()
+    bpda = BPDA(defended).eval()
+
+    def gen() -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    def run(target: nn.Module, source: nn.Module | None, name: str):
+        def attack(m, xa, ya, e, p):
+            return pgd(source if source is not None else m, xa, ya, e, norm=p, steps=steps, generator=gen())
+
+        return robust_accuracy(target, x, y, eps, "inf", attacks={name: attack})
+
+    out: dict[str, Any] = {}
+    rep = run(defended, None, f"pgd-{steps}")
+    out["clean"] = round(rep.clean_accuracy, 4)
+    out["pgd"] = round(rep.robust_accuracy, 4)
+    out["bpda"] = round(run(defended, bpda, f"bpda-pgd-{steps}").robust_accuracy, 4)
+    out["transfer"] = round(run(defended, model, f"transfer-pgd-{steps}").robust_accuracy, 4)
+    out["undefended_pgd"] = round(run(model, None, f"pgd-{steps}").robust_accuracy, 4)
+    if sanity:
+        n = min(int(sanity_n), len(x))
+        out["sanity"] = sanity_checks(defended, x[:n], y[:n], eps, "inf", surrogate=model, seed=seed)
+    return out
+
+
+def _main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m advlab.defenses.masking", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="MNIST test images")
+    parser.add_argument("--levels", type=int, default=8)
+    parser.add_argument("--eps", type=float, default=0.3)
+    args = parser.parse_args(argv)
+    from advlab import config, data, zoo
+
+    t0 = time.perf_counter()
+    x, y, _ = data.load("mnist", "test", n=args.n)
+    x, y = x.to(config.device()), y.to(config.device())
+    out = masking_report(zoo.load("mnist-cnn"), x, y, args.eps, args.levels)
+    sanity = out.pop("sanity")
+    print(out)
+    print(sanity)
+    print(f"({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -1,0 +1,176 @@
+"""Adversarial training and the gradient-masking lesson (advlab.defenses), on tiny budgets."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from advlab import config, data, models, train, zoo
+from advlab.attacks import pgd
+from advlab.config import AdvlabError
+from advlab.defenses import adversarial as adv
+from advlab.defenses.masking import BPDA, InputQuantization, masking_report
+from advlab.eval import sanity_checks
+
+EPS = 0.2  # training radius (L∞)
+EVAL_EPS = 0.1  # on this tiny budget robustness shows first at smaller radii
+FIT = {"epochs": 2, "batch_size": 100, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "seed": 0,
+       "progress": False}
+DEFENDED = ("mnist-cnn-pgd", "mnist-cnn-fgsm-rs", "mnist-cnn-trades", "mnist-cnn-free", "mnist-cnn-l2")
+
+
+@pytest.fixture(scope="module")
+def small_train():
+    """1,000 class-balanced fast-profile MNIST training images on advlab.device()."""
+    x, y, _ = data.load("mnist", "train", n=1000)
+    return x.to(config.device()), y.to(config.device())
+
+
+def _pgd_acc(model, x, y) -> float:
+    res = pgd(model, x, y, EVAL_EPS, steps=10, generator=torch.Generator().manual_seed(0))
+    return 1 - res.success_rate
+
+
+def _start(mnist_cnn):
+    """Every method fine-tunes a copy of the standard zoo CNN for 2 epochs on 1,000 images."""
+    config.seed_everything(0)
+    return copy.deepcopy(mnist_cnn)
+
+
+@pytest.fixture(scope="module")
+def standard_robust_acc(small_train, mnist_test, mnist_cnn):
+    """PGD-10 accuracy at EVAL_EPS of the standard CNN fine-tuned normally on the same budget (trained once)."""
+    model = _start(mnist_cnn)
+    train.fit(model, *small_train, **FIT)
+    assert train.accuracy(model, *mnist_test) > 0.9
+    return _pgd_acc(model, *mnist_test)
+
+
+TRAINERS = {
+    "pgd_at": lambda m, x, y: adv.pgd_at(m, x, y, EPS, steps=3, **FIT),
+    "fgsm_rs_at": lambda m, x, y: adv.fgsm_rs_at(m, x, y, EPS, holdout=100, monitor_steps=3, **FIT),
+    "free_at": lambda m, x, y: adv.free_at(m, x, y, EPS, replays=3, **{**FIT, "epochs": 4}),
+    "trades": lambda m, x, y: adv.trades(m, x, y, EPS, beta=3.0, steps=3, **FIT),
+}
+
+
+@pytest.mark.parametrize("method", sorted(TRAINERS))
+def test_training_beats_standard_on_robust_accuracy(method, small_train, mnist_test, mnist_cnn, standard_robust_acc):
+    model = _start(mnist_cnn)
+    out = TRAINERS[method](model, *small_train)
+    assert isinstance(out["history"], train.History) and out["epochs_run"] >= 1
+    assert not model.training
+    robust = _pgd_acc(model, *mnist_test)
+    assert robust > standard_robust_acc + 0.08, (method, robust, standard_robust_acc)
+
+
+def test_pgd_perturb_warmup_and_ball(mnist_cnn, mnist_test):
+    x, y = mnist_test[0][:20], mnist_test[1][:20]
+    hook = adv.PGDPerturb(0.3, steps=3, warmup_steps=3)
+    epsilons = []
+    for _ in range(4):
+        epsilons.append(hook.current_eps())
+        xa = hook(mnist_cnn, x, y)
+        assert (xa - x).abs().max() <= epsilons[-1] + 1e-6 and xa.min() >= 0 and xa.max() <= 1
+    assert epsilons == pytest.approx([0.1, 0.2, 0.3, 0.3])
+    with pytest.raises(AdvlabError):
+        adv.PGDPerturb(-0.1)
+
+
+def test_fgsm_perturb_stays_in_ball(mnist_cnn, mnist_test):
+    x, y = mnist_test
+    xa = adv.FGSMPerturb(0.1)(mnist_cnn, x, y)
+    assert (xa - x).abs().max() <= 0.1 + 1e-6 and xa.min() >= 0 and xa.max() <= 1
+    assert (xa != x).any()
+
+
+def test_catastrophic_overfitting_detector():
+    # FGSM accuracy climbs while PGD accuracy collapses at epoch 3 (Wong et al.'s signature).
+    fgsm_acc = [0.50, 0.60, 0.65, 0.90, 0.95]
+    pgd_acc = [0.35, 0.45, 0.50, 0.02, 0.00]
+    assert adv.detect_catastrophic_overfitting(fgsm_acc, pgd_acc) == 3
+    # Healthy training: both rise together.
+    assert adv.detect_catastrophic_overfitting([0.5, 0.6, 0.7], [0.4, 0.5, 0.6]) is None
+    # Both collapse (the model got worse at everything): not catastrophic overfitting.
+    assert adv.detect_catastrophic_overfitting([0.6, 0.7, 0.05], [0.4, 0.5, 0.0]) is None
+    # PGD accuracy never rose: flagged when FGSM accuracy pulls away, unless a sudden drop is required.
+    never = ([0.1, 0.2, 0.5, 0.6], [0.0, 0.0, 0.05, 0.03])
+    assert adv.detect_catastrophic_overfitting(*never) == 2
+    assert adv.detect_catastrophic_overfitting(*never, drop=0.2) is None
+    assert adv.detect_catastrophic_overfitting(fgsm_acc, pgd_acc, drop=0.2) == 3
+    with pytest.raises(AdvlabError):
+        adv.detect_catastrophic_overfitting([0.1], [0.1, 0.2])
+
+
+def test_monitor_records_and_stops(mnist_cnn, mnist_test):
+    x, y = mnist_test[0][:50], mnist_test[1][:50]
+    hist = train.History()
+    mon = adv.RobustnessMonitor(x, y, 0.3, pgd_steps=3, early_stop=True, stop_drop=0.0)
+    assert mon(0, mnist_cnn, hist) is False
+    assert set(hist.extra) == {"clean_accuracy", "fgsm_accuracy", "pgd_accuracy"}
+    assert hist.extra["clean_accuracy"][0] > hist.extra["fgsm_accuracy"][0] >= hist.extra["pgd_accuracy"][0]
+    mon.best = 2.0  # any accuracy is now a drop below the best: early stopping restores the best weights
+    assert mon(1, mnist_cnn, hist) is True
+
+
+def test_trades_loss_is_cross_entropy_when_beta_is_zero(mnist_cnn, mnist_test):
+    x, y = mnist_test[0][:32], mnist_test[1][:32]
+    loss0 = adv.trades_loss(mnist_cnn, x, y, beta=0.0, eps=0.3, steps=2)
+    assert torch.allclose(loss0, F.cross_entropy(mnist_cnn(x), y))
+    loss6 = adv.trades_loss(mnist_cnn, x, y, beta=6.0, eps=0.3, steps=2)
+    assert loss6 > loss0  # the KL term is positive at a real adversary
+    x_adv = adv.trades_adversary(mnist_cnn, x, 0.3, steps=2)
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6
+    with pytest.raises(AdvlabError):
+        adv.trades_loss(mnist_cnn, x, y, beta=-1.0)
+
+
+def test_vat_loss_nonnegative_and_trains(mnist_test):
+    x, y = mnist_test
+    config.seed_everything(0)
+    model = models.mnist_net()
+    loss = adv.vat_loss(model, x[:16], eps=2.0)
+    assert loss.ndim == 0 and loss >= 0 and loss.requires_grad
+    out = adv.vat_train(model, x[:40], y[:40], x[40:], eps=2.0, unlabelled_batch=16,
+                        **{**FIT, "epochs": 1, "batch_size": 20})
+    assert out["epochs_run"] == 1 and torch.isfinite(torch.tensor(out["final_loss"]))
+
+
+def test_label_leaking_eval_returns_both_numbers(mnist_cnn, mnist_test):
+    out = adv.label_leaking_eval(mnist_cnn, *mnist_test, eps=0.1)
+    assert set(out) == {"clean", "fgsm_true_label", "fgsm_predicted_label"}
+    assert out["clean"] > 0.9 and out["fgsm_true_label"] < out["clean"]  # the standard model does not leak
+    hook = adv.OneStepPerturb(0.3, label="predicted", mix=0.5)
+    xa = hook(mnist_cnn, *mnist_test)
+    assert torch.equal(xa[100:], mnist_test[0][100:]) and not torch.equal(xa[:100], mnist_test[0][:100])
+    with pytest.raises(AdvlabError):
+        adv.OneStepPerturb(0.3, label="guess")
+
+
+def test_bpda_breaks_input_quantization(mnist_cnn, mnist_test):
+    x, y = mnist_test[0][:100], mnist_test[1][:100]
+    defended = InputQuantization(mnist_cnn, levels=8).eval()
+    assert torch.equal(defended(x).argmax(1), BPDA(defended)(x).argmax(1))
+    out = masking_report(mnist_cnn, x, y, eps=0.3, steps=20, sanity=False)
+    assert out["pgd"] > 0.7  # the masked gradients fool PGD ...
+    assert out["bpda"] < 0.1 and out["transfer"] < 0.3  # ... but not BPDA or a transfer attack
+    report = sanity_checks(defended, x[:50], y[:50], 0.3, steps=(5, 20), surrogate=mnist_cnn)
+    assert not report.passed
+    assert not report["gradients"].passed
+
+
+@pytest.mark.parametrize("name", DEFENDED)
+def test_shipped_defended_models_load_without_training(name, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError(f"zoo.load({name!r}) tried to train instead of loading the shipped checkpoint")
+
+    monkeypatch.setattr(zoo, "save", no_training)
+    model = zoo.load(name, profile="fast", progress=False)
+    assert not model.training
+    record = zoo.info(name, "fast")
+    xt, yt, _ = data.load("mnist", "test", profile="fast")
+    assert train.accuracy(model, xt, yt) == pytest.approx(record["metrics"]["test_accuracy"], abs=2e-3)
+    assert "pgd_accuracy" in record["metrics"]
