@@ -29,7 +29,9 @@ __version__ = "0.1.0"
 # which keeps ``import advlab`` as cheap as importing torch.
 _SUBMODULES = (
     "attacks",
+    "checks",
     "config",
+    "course",
     "data",
     "defenses",
     "eval",

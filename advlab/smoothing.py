@@ -82,6 +82,19 @@ def gaussian_noise(sigma: float) -> Callable[[nn.Module, Tensor, Tensor], Tensor
     return perturb
 
 
+def train_under_noise(
+    model: nn.Module, x: Tensor, y: Tensor, sigma: float, progress: bool = True, **fit_kwargs
+) -> dict:
+    """Train ``model`` on (x, y) under Gaussian noise of std ``sigma`` (Cohen et al.'s base classifier).
+
+    A zoo ``"trainer"``: :func:`advlab.train.fit` with :func:`gaussian_noise` as the per-batch hook.
+    """
+    from advlab.train import fit
+
+    hist = fit(model, x, y, perturb=gaussian_noise(_check_sigma(sigma)), progress=progress, **fit_kwargs)
+    return {"sigma": float(sigma), "final_loss": round(hist.loss[-1], 4)}
+
+
 def _generator(seed: int | None, device: torch.device) -> torch.Generator | None:
     return None if seed is None else torch.Generator(device=device).manual_seed(int(seed))
 

@@ -73,13 +73,35 @@ RECIPES: dict[str, dict[str, Any]] = {
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:pgd_at",
         "fit": {
-            "fast": {"eps": 0.3, "steps": 7, "warmup_epochs": 3, "epochs": 12, "batch_size": 128, "lr": 3e-3,
-                     "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
-            "full": {"eps": 0.3, "steps": 40, "step_size": 0.01, "warmup_epochs": 5, "epochs": 60, "batch_size": 50,
-                     "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0},
+            "fast": {
+                "eps": 0.3,
+                "steps": 7,
+                "warmup_epochs": 3,
+                "epochs": 12,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+                "shift": 1,
+            },
+            "full": {
+                "eps": 0.3,
+                "steps": 40,
+                "step_size": 0.01,
+                "warmup_epochs": 5,
+                "epochs": 60,
+                "batch_size": 50,
+                "lr": 1e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
         },
-        "eval": {"pgd_accuracy": {"fn": "advlab.defenses.adversarial:pgd_accuracy",
-                                  "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40}}},
+        "eval": {
+            "pgd_accuracy": {
+                "fn": "advlab.defenses.adversarial:pgd_accuracy",
+                "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40},
+            }
+        },
     },
     "mnist-cnn-fgsm-rs": {
         "description": "fast adversarial training: FGSM from a random start, α = 1.25ε (Wong et al.), L∞ ε = 0.3",
@@ -87,13 +109,37 @@ RECIPES: dict[str, dict[str, Any]] = {
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:fgsm_rs_at",
         "fit": {
-            "fast": {"eps": 0.3, "alpha": 0.375, "warmup_epochs": 5, "early_stop": True, "holdout": 200, "epochs": 15,
-                     "batch_size": 128, "lr": 2e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
-            "full": {"eps": 0.3, "alpha": 0.375, "early_stop": True, "holdout": 1000, "epochs": 10,
-                     "batch_size": 100, "lr": 5e-3, "optimizer": "adam", "weight_decay": 0.0},
+            "fast": {
+                "eps": 0.3,
+                "alpha": 0.375,
+                "warmup_epochs": 5,
+                "early_stop": True,
+                "holdout": 200,
+                "epochs": 15,
+                "batch_size": 128,
+                "lr": 2e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+                "shift": 1,
+            },
+            "full": {
+                "eps": 0.3,
+                "alpha": 0.375,
+                "early_stop": True,
+                "holdout": 1000,
+                "epochs": 10,
+                "batch_size": 100,
+                "lr": 5e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
         },
-        "eval": {"pgd_accuracy": {"fn": "advlab.defenses.adversarial:pgd_accuracy",
-                                  "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40}}},
+        "eval": {
+            "pgd_accuracy": {
+                "fn": "advlab.defenses.adversarial:pgd_accuracy",
+                "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40},
+            }
+        },
     },
     "mnist-cnn-free": {
         "description": "free adversarial training (Shafahi et al.), m = 8 replays, δ step ε/3, L∞ ε = 0.3",
@@ -101,13 +147,34 @@ RECIPES: dict[str, dict[str, Any]] = {
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:free_at",
         "fit": {
-            "fast": {"eps": 0.3, "replays": 8, "step_size": 0.1, "warmup_epochs": 32, "epochs": 96, "batch_size": 128,
-                     "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
-            "full": {"eps": 0.3, "replays": 8, "epochs": 80, "batch_size": 100, "lr": 1e-3, "optimizer": "adam",
-                     "weight_decay": 0.0},
+            "fast": {
+                "eps": 0.3,
+                "replays": 8,
+                "step_size": 0.1,
+                "warmup_epochs": 32,
+                "epochs": 96,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+                "shift": 1,
+            },
+            "full": {
+                "eps": 0.3,
+                "replays": 8,
+                "epochs": 80,
+                "batch_size": 100,
+                "lr": 1e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
         },
-        "eval": {"pgd_accuracy": {"fn": "advlab.defenses.adversarial:pgd_accuracy",
-                                  "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40}}},
+        "eval": {
+            "pgd_accuracy": {
+                "fn": "advlab.defenses.adversarial:pgd_accuracy",
+                "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40},
+            }
+        },
     },
     "mnist-cnn-trades": {
         "description": "TRADES (Zhang et al.), β = 6, L∞ ε = 0.3",
@@ -115,13 +182,35 @@ RECIPES: dict[str, dict[str, Any]] = {
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:trades",
         "fit": {
-            "fast": {"eps": 0.3, "beta": 6.0, "steps": 7, "epochs": 12, "batch_size": 128, "lr": 3e-3,
-                     "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
-            "full": {"eps": 0.3, "beta": 6.0, "steps": 40, "step_size": 0.01, "epochs": 60, "batch_size": 128,
-                     "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0},
+            "fast": {
+                "eps": 0.3,
+                "beta": 6.0,
+                "steps": 7,
+                "epochs": 12,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+                "shift": 1,
+            },
+            "full": {
+                "eps": 0.3,
+                "beta": 6.0,
+                "steps": 40,
+                "step_size": 0.01,
+                "epochs": 60,
+                "batch_size": 128,
+                "lr": 1e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
         },
-        "eval": {"pgd_accuracy": {"fn": "advlab.defenses.adversarial:pgd_accuracy",
-                                  "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40}}},
+        "eval": {
+            "pgd_accuracy": {
+                "fn": "advlab.defenses.adversarial:pgd_accuracy",
+                "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40},
+            }
+        },
     },
     "mnist-cnn-l2": {
         "description": "PGD adversarial training in L2, ε = 2.0 (L2-robust model for the non-robust-features notebook)",
@@ -129,13 +218,118 @@ RECIPES: dict[str, dict[str, Any]] = {
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:pgd_at",
         "fit": {
-            "fast": {"eps": 2.0, "norm": 2, "steps": 7, "warmup_epochs": 3, "epochs": 12, "batch_size": 128,
-                     "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
-            "full": {"eps": 2.0, "norm": 2, "steps": 40, "warmup_epochs": 5, "epochs": 60, "batch_size": 50,
-                     "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0},
+            "fast": {
+                "eps": 2.0,
+                "norm": 2,
+                "steps": 7,
+                "warmup_epochs": 3,
+                "epochs": 12,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+                "shift": 1,
+            },
+            "full": {
+                "eps": 2.0,
+                "norm": 2,
+                "steps": 40,
+                "warmup_epochs": 5,
+                "epochs": 60,
+                "batch_size": 50,
+                "lr": 1e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
         },
-        "eval": {"pgd_accuracy": {"fn": "advlab.defenses.adversarial:pgd_accuracy",
-                                  "kwargs": {"eps": 2.0, "norm": 2, "steps": 40}}},
+        "eval": {
+            "pgd_accuracy": {
+                "fn": "advlab.defenses.adversarial:pgd_accuracy",
+                "kwargs": {"eps": 2.0, "norm": 2, "steps": 40},
+            }
+        },
+    },
+    # Certified defenses (advlab.lipschitz, advlab.smoothing; see docs/certified.md).
+    "mnist-lipschitz": {
+        "description": "1-Lipschitz MLP (AOL layers + MaxMin), certified by margin / (√2·L)",
+        "arch": ["advlab.lipschitz:lipschitz_mlp", {"width": 512, "depth": 3, "layer": "aol"}],
+        "data": "mnist",
+        "fit": {
+            "fast": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0},
+            "full": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0},
+        },
+    },
+    "mnist-cnn-noise-0.25": {
+        "description": "Gaussian-noise training, σ = 0.25, the base classifier of randomized smoothing (Cohen et al.)",
+        "arch": ["mnist_net", {}],
+        "data": "mnist",
+        "trainer": "advlab.smoothing:train_under_noise",
+        "fit": {
+            "fast": {
+                "sigma": 0.25,
+                "epochs": 10,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
+            "full": {
+                "sigma": 0.25,
+                "epochs": 10,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
+        },
+    },
+    "mnist-cnn-noise-0.5": {
+        "description": "Gaussian-noise training, σ = 0.5, the base classifier of randomized smoothing (Cohen et al.)",
+        "arch": ["mnist_net", {}],
+        "data": "mnist",
+        "trainer": "advlab.smoothing:train_under_noise",
+        "fit": {
+            "fast": {
+                "sigma": 0.5,
+                "epochs": 10,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
+            "full": {
+                "sigma": 0.5,
+                "epochs": 10,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
+        },
+    },
+    "mnist-cnn-noise-1.0": {
+        "description": "Gaussian-noise training, σ = 1.0, the base classifier of randomized smoothing (Cohen et al.)",
+        "arch": ["mnist_net", {}],
+        "data": "mnist",
+        "trainer": "advlab.smoothing:train_under_noise",
+        "fit": {
+            "fast": {
+                "sigma": 1.0,
+                "epochs": 10,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
+            "full": {
+                "sigma": 1.0,
+                "epochs": 10,
+                "batch_size": 128,
+                "lr": 3e-3,
+                "optimizer": "adam",
+                "weight_decay": 0.0,
+            },
+        },
     },
 }
 
@@ -162,6 +356,9 @@ def build(name: str, profile: str | None = None, seed: int = 0) -> nn.Module:
     """An untrained model with the architecture of zoo entry ``name``, initialised from ``seed``."""
     arch, kwargs = architecture(name, profile or config.profile())
     config.seed_everything(seed)
+    if ":" in arch:  # an architecture defined outside advlab.models, e.g. "advlab.lipschitz:lipschitz_mlp"
+        module, func = arch.split(":")
+        return getattr(importlib.import_module(module), func)(**kwargs)
     return models.build(arch, **kwargs)
 
 

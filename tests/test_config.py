@@ -52,3 +52,10 @@ def test_seed_everything_repeats_streams():
     assert torch.are_deterministic_algorithms_enabled()
     g = config.seed_everything(4)
     assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=torch.Generator().manual_seed(4)))
+
+
+def test_every_listed_submodule_loads_lazily():
+    for name in advlab._SUBMODULES:
+        assert getattr(advlab, name).__name__ == f"advlab.{name}"
+    with pytest.raises(AttributeError):
+        advlab.not_a_module  # noqa: B018

@@ -53,8 +53,11 @@ def _run(
     a = alpha.reshape(-1, *([1] * (x.ndim - 1)))
     active = None  # indices of the samples still attacked (None: all of them)
     xa, ya, ea = x, y, eps
+    linf = p == math.inf
+    if linf:  # the L∞ ball ∩ box is a box: its projection is one clamp to bounds computed once
+        lo, hi = torch.maximum(-per_sample(ea, xa), -xa), torch.minimum(per_sample(ea, xa), 1 - xa)
     for k in range(steps + 1):
-        x_adv = (xa + delta).clamp(0, 1)
+        x_adv = xa + delta if linf else (xa + delta).clamp(0, 1)
         if k == steps:
             with torch.no_grad():
                 logits = model(x_adv)
@@ -74,7 +77,8 @@ def _run(
             best_succ[active] = best_succ[active] | succ
         if k == steps:
             break
-        delta = project(delta + a * _direction(grad, p, x_adv, l1_fraction), xa, ea, p)
+        step = delta + a * _direction(grad, p, x_adv, l1_fraction)
+        delta = torch.clamp(step, lo, hi) if linf else project(step, xa, ea, p)
         if early_stop:
             keep = ~(best_succ if active is None else best_succ[active])
             if not bool(keep.all()):
@@ -82,6 +86,8 @@ def _run(
                 if active.numel() == 0:
                     break
                 xa, ya, ea, a, delta = xa[keep], ya[keep], ea[keep], a[keep], delta[keep]
+                if linf:
+                    lo, hi = lo[keep], hi[keep]
     return best_x, best_loss, best_succ
 
 

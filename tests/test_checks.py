@@ -1,0 +1,390 @@
+"""Exercise checks: pass on reference solutions, fail on stubs and on plausible mistakes, never print a traceback.
+
+The exercise notebooks are executed too: with every solution stripped, each check must print [TODO] and nothing
+may raise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from advlab import checks, course
+
+ROOT = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+
+def _col(v, like):
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _grad(model, x, y, targeted=False):
+    x = x.detach().clone().requires_grad_(True)
+    loss = F.cross_entropy(model(x), y)
+    (g,) = torch.autograd.grad(-loss if targeted else loss, x)
+    return g
+
+
+# ----------------------------------------------------------------------------------------- reference solutions
+def fgsm_step(x, grad, eps):
+    return (x + _col(eps, x) * grad.sign()).clamp(0, 1)
+
+
+def project_linf(z, x, eps):
+    e = _col(eps, z)
+    return torch.maximum(torch.minimum(z, torch.minimum(e, 1 - x)), torch.maximum(-e, -x))
+
+
+def project_l2(z, x, eps, iters=60):
+    lo_box, hi_box = -x, 1 - x
+    t_lo, t_hi = torch.zeros_like(eps), torch.ones_like(eps)
+    for _ in range(iters):
+        mid = (t_lo + t_hi) / 2
+        ok = (_col(mid, z) * z).clamp(lo_box, hi_box).flatten(1).norm(dim=1) <= eps
+        t_lo, t_hi = torch.where(ok, mid, t_lo), torch.where(ok, t_hi, mid)
+    inside = z.clamp(lo_box, hi_box).flatten(1).norm(dim=1) <= eps
+    t = torch.where(inside, torch.ones_like(t_lo), t_lo)
+    return (_col(t, z) * z).clamp(lo_box, hi_box)
+
+
+def pgd_linf(model, x, y, eps, alpha, steps, start=True, proj=True):
+    e = _col(eps, x)
+    delta = (2 * torch.rand_like(x) - 1) * e if start else torch.zeros_like(x)
+    x_adv = (x + delta).clamp(0, 1)
+    for _ in range(steps):
+        x_adv = x_adv + alpha * _grad(model, x_adv, y).sign()
+        if proj:
+            x_adv = x + project_linf(x_adv - x, x, eps)
+    return x_adv.detach()
+
+
+def targeted_fgsm(model, x, target, eps, sign=-1.0):
+    return (x + sign * _col(eps, x) * _grad(model, x, target).sign()).clamp(0, 1)
+
+
+def cw_margin(logits, y, kappa=0.0, mask="inf", flip=False):
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    if mask == "inf":
+        other = logits.scatter(1, y[:, None], -math.inf).amax(1)
+    elif mask == "none":
+        other = logits.amax(1)
+    else:  # multiply by a one-hot: leaves a 0 in place of the true logit
+        other = (logits * (1 - F.one_hot(y, logits.shape[1]))).amax(1)
+    gap = other - true if flip else true - other
+    return gap.clamp_min(-kappa)
+
+
+def deepfool_l2(model, x, y, overshoot=0.02, max_iter=50, where="total"):
+    r_tot = torch.zeros_like(x)
+    x_adv = x.clone()
+    for _ in range(max_iter):
+        xa = x_adv.clone().requires_grad_(True)
+        logits = model(xa)
+        active = logits.argmax(1) == y
+        if not active.any():
+            break
+        z_y = logits.gather(1, y[:, None])[:, 0]
+        ws, fs = [], []
+        for k in range(logits.shape[1]):
+            (w,) = torch.autograd.grad((logits[:, k] - z_y).sum(), xa, retain_graph=True)
+            ws.append(w.flatten(1))
+            fs.append((logits[:, k] - z_y).detach())
+        w, f = torch.stack(ws, 1), torch.stack(fs, 1)
+        wn = w.norm(dim=2).clamp_min(1e-12)
+        dist = (f.abs() / wn).scatter(1, y[:, None], math.inf)
+        best = dist.argmin(1)
+        rows = torch.arange(len(x))
+        r_i = (dist[rows, best] + 1e-4)[:, None] * w[rows, best] / wn[rows, best][:, None]
+        r_i = torch.where(active[:, None], r_i, torch.zeros_like(r_i)).view_as(x)
+        r_tot = r_tot + r_i
+        if where == "total":
+            x_adv = (x + (1 + overshoot) * r_tot).clamp(0, 1)
+        elif where == "none":
+            x_adv = (x + r_tot).clamp(0, 1)
+        else:  # overshoot on the last step only
+            x_adv = (x + r_tot + overshoot * r_i).clamp(0, 1)
+    return x_adv.detach()
+
+
+def pgd_at_batch(model, xb, yb, eps, alpha, steps, eval_mode=True, restore=True, labels="true", detach=True):
+    was = model.training
+    if eval_mode:
+        model.eval()
+    y = model(xb).argmax(1).detach() if labels == "pred" else yb
+    e = torch.full((len(xb),), eps, dtype=xb.dtype)
+    x_adv = pgd_linf(model, xb, y, e, alpha, steps)
+    if restore:
+        model.train(was)
+    if not detach:
+        x_adv = x_adv + 0 * xb.requires_grad_(True)
+    return x_adv, yb
+
+
+def spectral_norm(w, iters=100, normalise=True):
+    v = torch.randn(w.shape[1], dtype=w.dtype)
+    v = v / v.norm()
+    for _ in range(iters):
+        v = w.T @ (w @ v)
+        if normalise:
+            v = v / v.norm()
+    return (w @ v).norm() / (1.0 if normalise else 1.0)
+
+
+def certified_radius(logits, L, root2=True):
+    top = logits.topk(2, dim=1).values
+    return (top[:, 0] - top[:, 1]) / ((math.sqrt(2) if root2 else 1.0) * L)
+
+
+def certify_counts(n_a, n, alpha, sigma, sided=1, abstain="lower"):
+    k = n_a.numpy()
+    p_a = np.where(k > 0, stats.beta.ppf(alpha / sided, np.maximum(k, 1), n - k + 1), 0.0)
+    radius = sigma * stats.norm.ppf(p_a)
+    if abstain == "lower":
+        radius = np.where(p_a > 0.5, radius, 0.0)
+    elif abstain == "point":  # radius and abstention from the point estimate n_a / n instead of the bound
+        radius = np.where(k / n > 0.5, sigma * stats.norm.ppf(np.clip(k / n, 0.5, 1)), 0.0)
+    elif abstain == "minus one":  # marks abstentions with radius -1
+        radius = np.where(p_a > 0.5, radius, -1.0)
+    return torch.as_tensor(p_a), torch.as_tensor(radius)
+
+
+def _kw(fn, **fixed):
+    def wrapped(*args, **kwargs):
+        return fn(*args, **kwargs, **fixed)
+
+    return wrapped
+
+
+# ------------------------------------------------------------------------------------ wrong implementations
+WRONG = {
+    "fgsm_step": {
+        "no sign": lambda x, g, e: (x + _col(e, x) * g).clamp(0, 1),
+        "no clip": lambda x, g, e: x + _col(e, x) * g.sign(),
+        "wrong sign": lambda x, g, e: (x - _col(e, x) * g.sign()).clamp(0, 1),
+        "scalar eps only": lambda x, g, e: (x + e.view(-1, 1, 1, 1) * g.sign()).clamp(0, 1),
+    },
+    "project_linf": {
+        "ignores the box": lambda z, x, e: z.clamp(-_col(e, z), _col(e, z)),
+        "ignores the ball": lambda z, x, e: z.clamp(-x, 1 - x),
+        "rescales instead of clamping": lambda z, x, e: (z * _col(e / z.flatten(1).abs().amax(1), z)).clamp(-x, 1 - x),
+    },
+    "project_l2": {
+        "scale-then-clip": lambda z, x, e: (
+            z * _col((e / z.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1), z)).clamp(-x, 1 - x),
+        "ignores the box": lambda z, x, e: z * _col((e / z.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1), z),
+        "batch norm, not per sample": lambda z, x, e: (z * (e.min() / z.norm()).clamp(max=1)).clamp(-x, 1 - x),
+        "too few bisection steps": _kw(project_l2, iters=5),
+    },
+    "pgd_linf": {
+        "no random start": _kw(pgd_linf, start=False),
+        "no projection": _kw(pgd_linf, proj=False),
+        "loss.backward() into the parameters": None,  # filled below
+        "gaussian start": None,
+    },
+    "targeted_fgsm": {
+        "wrong sign": _kw(targeted_fgsm, sign=1.0),
+        "no clip": lambda m, x, t, e: x - _col(e, x) * _grad(m, x, t).sign(),
+    },
+    "cw_margin": {
+        "no masking": _kw(cw_margin, mask="none"),
+        "one-hot masking": _kw(cw_margin, mask="onehot"),
+        "wrong sign": _kw(cw_margin, flip=True),
+        "ignores kappa": lambda z, y, kappa=0.0: cw_margin(z, y, 0.0),
+        "mean over batch": lambda z, y, kappa=0.0: cw_margin(z, y, kappa).mean(),
+    },
+    "deepfool_l2": {
+        "no overshoot": _kw(deepfool_l2, where="none"),
+        "overshoot on the last step only": _kw(deepfool_l2, where="last"),
+    },
+    "pgd_at_batch": {
+        "train mode while crafting": _kw(pgd_at_batch, eval_mode=False),
+        "train mode not restored": _kw(pgd_at_batch, restore=False),
+        "predicted labels": _kw(pgd_at_batch, labels="pred"),
+        "not detached": _kw(pgd_at_batch, detach=False),
+    },
+    "spectral_norm": {
+        "no normalisation": _kw(spectral_norm, normalise=False),
+        "Frobenius norm": lambda w, iters=100: torch.linalg.matrix_norm(w),
+        "too few iterations": lambda w, iters=100: spectral_norm(w, iters=1),
+    },
+    "certified_radius": {
+        "without sqrt(2)": _kw(certified_radius, root2=False),
+        "top minus smallest": lambda z, L: (z.amax(1) - z.amin(1)) / (math.sqrt(2) * L),
+    },
+    "certify_counts": {
+        "two-sided bound": _kw(certify_counts, sided=2),
+        "never abstains": _kw(certify_counts, abstain="never"),
+        "radius from the point estimate": _kw(certify_counts, abstain="point"),
+        "abstains with radius -1": _kw(certify_counts, abstain="minus one"),
+        "point estimate as p_a": lambda k, n, a, s: (k.double() / n, torch.where(
+            k / n > 0.5, s * torch.as_tensor(stats.norm.ppf((k / n).clamp(0.5, 1).numpy())), 0.0)),
+    },
+}
+
+
+def _pgd_backward(model, x, y, eps, alpha, steps):
+    x_adv = (x + (2 * torch.rand_like(x) - 1) * _col(eps, x)).clamp(0, 1)
+    for _ in range(steps):
+        x_adv = x_adv.detach().requires_grad_(True)
+        F.cross_entropy(model(x_adv), y).backward()
+        x_adv = x + project_linf(x_adv + alpha * x_adv.grad.sign() - x, x, eps)
+    return x_adv.detach()
+
+
+def _pgd_gaussian(model, x, y, eps, alpha, steps):
+    x_adv = x + project_linf(torch.randn_like(x) * _col(eps, x), x, eps)
+    for _ in range(steps):
+        x_adv = x + project_linf(x_adv + alpha * _grad(model, x_adv, y).sign() - x, x, eps)
+    return x_adv.detach()
+
+
+WRONG["pgd_linf"]["loss.backward() into the parameters"] = _pgd_backward
+WRONG["pgd_linf"]["gaussian start"] = _pgd_gaussian
+
+REFERENCE = {
+    "fgsm_step": fgsm_step,
+    "project_linf": project_linf,
+    "project_l2": project_l2,
+    "pgd_linf": pgd_linf,
+    "targeted_fgsm": targeted_fgsm,
+    "cw_margin": cw_margin,
+    "deepfool_l2": deepfool_l2,
+    "pgd_at_batch": pgd_at_batch,
+    "spectral_norm": spectral_norm,
+    "certified_radius": certified_radius,
+    "certify_counts": certify_counts,
+}
+
+
+def _stub(*args, **kwargs):
+    raise NotImplementedError(course.STUB_MESSAGE)
+
+
+def test_every_task_has_a_reference_and_two_wrong_implementations():
+    assert set(REFERENCE) == set(checks.TASKS) == set(WRONG)
+    assert all(len(w) >= 2 for w in WRONG.values())
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_check_passes_on_the_reference(name, capsys):
+    assert checks.check(name, REFERENCE[name]) is True
+    out = capsys.readouterr().out
+    assert out.startswith(f"[PASS] {checks.TASKS[name].title}: ") and "Traceback" not in out
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_check_reports_a_stub_as_todo(name, capsys):
+    assert checks.check(name, _stub) is False
+    out = capsys.readouterr().out
+    assert out.startswith(f"[TODO] {checks.TASKS[name].title}: not implemented yet") and "Traceback" not in out
+
+
+@pytest.mark.parametrize("name,label", [(n, w) for n in sorted(WRONG) for w in WRONG[n]])
+def test_check_fails_on_a_wrong_implementation(name, label, capsys):
+    assert checks.check(name, WRONG[name][label]) is False, f"{name}: {label!r} passed"
+    out = capsys.readouterr().out
+    assert out.startswith("[FAIL] ") and "\n       Hint: " in out and "Traceback" not in out
+
+
+def test_an_exception_is_reported_without_traceback(capsys):
+    def broken(x, grad, eps):
+        return x + eps * grad.sign()  # (N,) eps does not broadcast against (N, C, H, W)
+
+    assert checks.check_fgsm_step(broken) is False
+    out = capsys.readouterr().out
+    assert out.startswith("[FAIL] FGSM step: your function raised RuntimeError") and "eps.view" in out
+    assert "Traceback" not in out
+
+
+def test_specific_hints(capsys):
+    checks.check_fgsm_step(WRONG["fgsm_step"]["no clip"])
+    assert "leaves the [0, 1] box" in capsys.readouterr().out
+    checks.check_fgsm_step(WRONG["fgsm_step"]["no sign"])
+    assert "raw gradient" in capsys.readouterr().out
+    checks.check_project_l2(WRONG["project_l2"]["scale-then-clip"])
+    assert "scale-then-clip" in capsys.readouterr().out
+    checks.check_targeted_fgsm(WRONG["targeted_fgsm"]["wrong sign"])
+    assert "DEcrease the loss of the target" in capsys.readouterr().out
+    checks.check_pgd_linf(WRONG["pgd_linf"]["no random start"])
+    assert "no random start" in capsys.readouterr().out
+    checks.check_cw_margin(WRONG["cw_margin"]["no masking"])
+    assert "-inf" in capsys.readouterr().out
+    checks.check_deepfool_l2(WRONG["deepfool_l2"]["overshoot on the last step only"])
+    assert "last step only" in capsys.readouterr().out
+    checks.check_pgd_at_batch(WRONG["pgd_at_batch"]["predicted labels"])
+    assert "true labels" in capsys.readouterr().out
+    checks.check_spectral_norm(WRONG["spectral_norm"]["Frobenius norm"])
+    assert "Frobenius" in capsys.readouterr().out
+    checks.check_certify_counts(WRONG["certify_counts"]["two-sided bound"])
+    assert "two-sided" in capsys.readouterr().out
+
+
+def test_checks_leave_the_global_random_state_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    checks.check_pgd_linf(pgd_linf)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_missing_return_gets_a_hint(capsys):
+    assert checks.check_project_linf(lambda z, x, eps: None) is False
+    assert "forget the `return`" in capsys.readouterr().out
+
+
+def test_a_non_function_and_an_unknown_name(capsys):
+    assert checks.check_fgsm_step(None) is False
+    assert capsys.readouterr().out.startswith("[FAIL] FGSM step: expected your function")
+    with pytest.raises(KeyError, match="fgsm_step"):
+        checks.check("nope", fgsm_step)
+
+
+def _code_cells(path: Path) -> list[str]:
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cells = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
+    # drop IPython magics (the setup cell's %pip only runs where advlab is missing)
+    return ["\n".join(line for line in src.splitlines() if not line.lstrip().startswith(("%", "!"))) for src in cells]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "exercises").glob("04_*.ipynb")), ids=lambda p: p.name)
+def test_exercise_notebook_runs_and_every_check_says_todo(path, capsys):
+    namespace: dict = {"__name__": "__main__"}
+    for src in _code_cells(path):
+        exec(compile(src, str(path), "exec"), namespace)  # any exception fails the test
+    out = capsys.readouterr().out
+    assert "[PASS]" not in out and "[FAIL]" not in out and "Traceback" not in out
+    calls = sum(len(re.findall(r"\bcheck_\w+\(", src)) for src in _code_cells(path))
+    assert out.count("[TODO]") == calls >= 6
+
+
+def test_exercise_notebooks_exist():
+    assert (ROOT / "exercises" / "04_attacks_and_defenses.ipynb").exists()
+    assert not course.drift(ROOT / "solutions", ROOT / "exercises")
+
+
+def test_solution_notebook_layout_and_stored_outputs():
+    path = "solutions/04_attacks_and_defenses.ipynb"
+    nb = json.loads((ROOT / path).read_text(encoding="utf-8"))
+    cells = nb["cells"]
+    first = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown" and course.badges(path) in first
+    assert cells[1]["cell_type"] == "code" and "".join(cells[1]["source"]) == course.SETUP_CELL
+    check_cells = [c for c in cells if c["cell_type"] == "code" and re.search(r"\bcheck_\w+\(", "".join(c["source"]))
+                   and "from advlab.checks" not in "".join(c["source"])]
+    assert len(check_cells) >= 6
+    for cell in check_cells:
+        src = "".join(cell["source"])
+        assert src.startswith("# NBVAL_CHECK_OUTPUT"), src
+        text = "".join("".join(o.get("text", "")) for o in cell["outputs"])
+        assert text.startswith("[PASS] ") and "[FAIL]" not in text, src
+    solution_cells = [c for c in cells if "### BEGIN SOLUTION" in "".join(c["source"])]
+    assert len(solution_cells) == len(check_cells)
