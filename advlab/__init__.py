@@ -44,6 +44,8 @@ _SUBMODULES = (
     "toy",
     "train",
     "vae",
+    "viz",
+    "widgets",
     "zoo",
 )
 

@@ -12,7 +12,12 @@ nbgrader-style markers inside code cells::
 ``# YOUR CODE HERE`` plus ``raise NotImplementedError(...)`` (at the block's indentation), outputs and
 execution counts are stripped, metadata is normalised and the badges point at the exercise's own path.
 The output is deterministic and idempotent; ``python -m advlab.course check`` fails when the committed
-``exercises/`` drift from what the solutions generate.
+``exercises/`` drift from what the solutions generate, and ``python -m advlab.course clean NB…`` makes an
+executed notebook fit to commit (no widget state, no progress-bar widgets, no timings). To refresh a
+course notebook's stored outputs::
+
+    jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 notebooks/NB.ipynb
+    python -m advlab.course clean notebooks/NB.ipynb
 """
 
 from __future__ import annotations
@@ -165,12 +170,49 @@ def drift(solutions: Path, exercises: Path, badge_dir: str = "exercises") -> lis
     return problems
 
 
+_WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+_TQDM_RE = re.compile(r"^\s*\d+%\|")
+
+
+def clean_outputs(nb: dict) -> dict:
+    """Make an executed notebook fit to commit (in place; returns it).
+
+    Drops the saved widget state and per-cell execution timings, removes progress-bar widget outputs
+    (transient, and their state is not stored), and keeps only the plain-text fallback of other widget
+    views, so that no widget state lives in the file and JupyterLab shows no "model not found".
+    """
+    nb.get("metadata", {}).pop("widgets", None)
+    for cell in nb["cells"]:
+        cell.get("metadata", {}).pop("execution", None)
+        if cell["cell_type"] != "code":
+            continue
+        kept = []
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            if _WIDGET_VIEW in data:
+                text = "".join(data.get("text/plain", ""))
+                if not text or _TQDM_RE.match(text):
+                    continue
+                out["data"] = {"text/plain": data["text/plain"]}
+            kept.append(out)
+        cell["outputs"] = kept
+    return nb
+
+
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m advlab.course", description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["generate", "check"])
+    parser.add_argument("command", choices=["generate", "check", "clean"])
+    parser.add_argument("notebooks", nargs="*", help="for clean: executed notebooks to make fit to commit")
     parser.add_argument("--root", default=".", help="repository root (holds solutions/ and exercises/)")
     args = parser.parse_args(argv)
     root = Path(args.root)
+    if args.command == "clean":
+        for name in args.notebooks:
+            path = Path(name)
+            nb = clean_outputs(json.loads(path.read_text(encoding="utf-8")))
+            path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            print(f"cleaned {path}")
+        return 0
     if args.command == "generate":
         for path in generate(root / "solutions", root / "exercises"):
             print(f"wrote {path}")

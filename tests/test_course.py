@@ -108,3 +108,28 @@ def test_setup_cell_installs_only_when_missing():
     src = course.SETUP_CELL
     assert src.index("import advlab") < src.index("%pip install")
     assert "except ImportError" in src and course.REPOSITORY in src
+
+
+def test_clean_outputs_drops_widget_state_progress_bars_and_timings():
+    view = "application/vnd.jupyter.widget-view+json"
+    nb = {
+        "metadata": {"widgets": {"state": {}}},
+        "cells": [
+            {
+                "cell_type": "code",
+                "metadata": {"execution": {"iopub.execute_input": "2026"}},
+                "outputs": [
+                    {
+                        "output_type": "display_data",
+                        "data": {view: {"model_id": "a"}, "text/plain": [" 40%|####  | 4/10"]},
+                    },
+                    {"output_type": "display_data", "data": {view: {"model_id": "b"}, "text/plain": ["VBox(...)"]}},
+                    {"output_type": "stream", "name": "stdout", "text": ["[PASS] ok\n"]},
+                ],
+            }
+        ],
+    }
+    out = course.clean_outputs(nb)
+    assert "widgets" not in out["metadata"] and out["cells"][0]["metadata"] == {}
+    kinds = [o.get("data", {}).keys() for o in out["cells"][0]["outputs"]]
+    assert len(kinds) == 2 and all(view not in k for k in kinds)

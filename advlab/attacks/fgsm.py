@@ -51,8 +51,8 @@ def fgsm(
     eps_t = as_eps(eps, x)
     loss = check_loss(loss)
     with eval_mode(model):
-        with torch.no_grad():
-            check_logits(model(x), y)
+        with torch.no_grad():  # shape, label range and softmax checks on one input: cheap, before any loss
+            check_logits(model(x[:1]), y)
         _, grad, _ = loss_and_grad(model, x, y, loss, targeted)
         if math.isinf(p):
             step = per_sample(eps_t, x) * grad.sign()
