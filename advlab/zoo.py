@@ -36,300 +36,120 @@ SHIPPED = Path(__file__).parent / "checkpoints"
 
 # One table of recipes. "fit" holds advlab.train.fit keyword arguments per profile; "trainer" (optional)
 # names "module:function" called as trainer(model, x, y, **fit_kwargs) instead of fit, and "eval" lists
-# the metrics recorded after training.
+# the metrics recorded after training. "arch" is [name, kwargs], or one per profile.
+
+
+def _adam(**kwargs: Any) -> dict[str, Any]:
+    """fit() settings: Adam without weight decay, batches of 128, overridden by ``kwargs``."""
+    return {"batch_size": 128, "optimizer": "adam", "weight_decay": 0.0, **kwargs}
+
+
+def _pgd_eval(eps: float, norm: str | int) -> dict[str, Any]:
+    return {
+        "pgd_accuracy": {
+            "fn": "advlab.defenses.adversarial:pgd_accuracy",
+            "kwargs": {"eps": eps, "norm": norm, "steps": 40},
+        }
+    }
+
+
+_SMALL_CNN = ["mnist_net", {}]
+_ROBUST_ARCH = {"fast": _SMALL_CNN, "full": ["madry_cnn", {}]}  # Madry et al.'s CNN for the paper-sized runs
+
 RECIPES: dict[str, dict[str, Any]] = {
     "mnist-cnn": {
         "description": "Wong et al.'s small MNIST CNN, standard training",
-        "arch": ["mnist_net", {}],
+        "arch": _SMALL_CNN,
         "data": "mnist",
-        "fit": {
-            "fast": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
-            "full": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1},
-        },
+        "fit": {"fast": _adam(epochs=10, lr=3e-3, shift=1), "full": _adam(epochs=10, lr=3e-3, shift=1)},
     },
     "mnist-logistic": {
         "description": "multinomial logistic regression on MNIST pixels",
         "arch": ["logistic", {}],
         "data": "mnist",
-        "fit": {
-            "fast": {"epochs": 10, "batch_size": 128, "lr": 1e-2, "optimizer": "adam", "weight_decay": 0.0},
-            "full": {"epochs": 5, "batch_size": 128, "lr": 1e-2, "optimizer": "adam", "weight_decay": 0.0},
-        },
+        "fit": {"fast": _adam(epochs=10, lr=1e-2), "full": _adam(epochs=5, lr=1e-2)},
     },
     "mnist-mlp": {
         "description": "a 2×256 ReLU MLP on MNIST",
         "arch": ["mlp", {}],
         "data": "mnist",
-        "fit": {
-            "fast": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0},
-            "full": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0},
-        },
+        "fit": {"fast": _adam(epochs=10, lr=3e-3), "full": _adam(epochs=10, lr=3e-3)},
     },
     # Adversarially trained MNIST CNNs (advlab.defenses.adversarial; see docs/defenses.md). "fast": the 4k
     # training images on a CPU; "full": paper-sized (60k images, Madry et al.'s 40-step PGD, ε = 0.3).
     "mnist-cnn-pgd": {
         "description": "PGD adversarial training (Madry et al.), L∞ ε = 0.3, linear ε warm-up",
-        "arch": {"fast": ["mnist_net", {}], "full": ["madry_cnn", {}]},
+        "arch": _ROBUST_ARCH,
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:pgd_at",
         "fit": {
-            "fast": {
-                "eps": 0.3,
-                "steps": 7,
-                "warmup_epochs": 3,
-                "epochs": 12,
-                "batch_size": 128,
-                "lr": 3e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-                "shift": 1,
-            },
-            "full": {
-                "eps": 0.3,
-                "steps": 40,
-                "step_size": 0.01,
-                "warmup_epochs": 5,
-                "epochs": 60,
-                "batch_size": 50,
-                "lr": 1e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
+            "fast": _adam(eps=0.3, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
+            "full": _adam(eps=0.3, steps=40, step_size=0.01, warmup_epochs=5, epochs=60, batch_size=50, lr=1e-3),
         },
-        "eval": {
-            "pgd_accuracy": {
-                "fn": "advlab.defenses.adversarial:pgd_accuracy",
-                "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40},
-            }
-        },
+        "eval": _pgd_eval(0.3, "inf"),
     },
     "mnist-cnn-fgsm-rs": {
         "description": "fast adversarial training: FGSM from a random start, α = 1.25ε (Wong et al.), L∞ ε = 0.3",
-        "arch": {"fast": ["mnist_net", {}], "full": ["madry_cnn", {}]},
+        "arch": _ROBUST_ARCH,
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:fgsm_rs_at",
         "fit": {
-            "fast": {
-                "eps": 0.3,
-                "alpha": 0.375,
-                "warmup_epochs": 5,
-                "early_stop": True,
-                "holdout": 200,
-                "epochs": 15,
-                "batch_size": 128,
-                "lr": 2e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-                "shift": 1,
-            },
-            "full": {
-                "eps": 0.3,
-                "alpha": 0.375,
-                "early_stop": True,
-                "holdout": 1000,
-                "epochs": 10,
-                "batch_size": 100,
-                "lr": 5e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
+            "fast": _adam(
+                eps=0.3, alpha=0.375, warmup_epochs=5, early_stop=True, holdout=200, epochs=15, lr=2e-3, shift=1
+            ),
+            "full": _adam(eps=0.3, alpha=0.375, early_stop=True, holdout=1000, epochs=10, batch_size=100, lr=5e-3),
         },
-        "eval": {
-            "pgd_accuracy": {
-                "fn": "advlab.defenses.adversarial:pgd_accuracy",
-                "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40},
-            }
-        },
+        "eval": _pgd_eval(0.3, "inf"),
     },
     "mnist-cnn-free": {
         "description": "free adversarial training (Shafahi et al.), m = 8 replays, δ step ε/3, L∞ ε = 0.3",
-        "arch": {"fast": ["mnist_net", {}], "full": ["madry_cnn", {}]},
+        "arch": _ROBUST_ARCH,
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:free_at",
         "fit": {
-            "fast": {
-                "eps": 0.3,
-                "replays": 8,
-                "step_size": 0.1,
-                "warmup_epochs": 32,
-                "epochs": 96,
-                "batch_size": 128,
-                "lr": 3e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-                "shift": 1,
-            },
-            "full": {
-                "eps": 0.3,
-                "replays": 8,
-                "epochs": 80,
-                "batch_size": 100,
-                "lr": 1e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
+            "fast": _adam(eps=0.3, replays=8, step_size=0.1, warmup_epochs=32, epochs=96, lr=3e-3, shift=1),
+            "full": _adam(eps=0.3, replays=8, epochs=80, batch_size=100, lr=1e-3),
         },
-        "eval": {
-            "pgd_accuracy": {
-                "fn": "advlab.defenses.adversarial:pgd_accuracy",
-                "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40},
-            }
-        },
+        "eval": _pgd_eval(0.3, "inf"),
     },
     "mnist-cnn-trades": {
         "description": "TRADES (Zhang et al.), β = 6, L∞ ε = 0.3",
-        "arch": {"fast": ["mnist_net", {}], "full": ["madry_cnn", {}]},
+        "arch": _ROBUST_ARCH,
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:trades",
         "fit": {
-            "fast": {
-                "eps": 0.3,
-                "beta": 6.0,
-                "steps": 7,
-                "epochs": 12,
-                "batch_size": 128,
-                "lr": 3e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-                "shift": 1,
-            },
-            "full": {
-                "eps": 0.3,
-                "beta": 6.0,
-                "steps": 40,
-                "step_size": 0.01,
-                "epochs": 60,
-                "batch_size": 128,
-                "lr": 1e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
+            "fast": _adam(eps=0.3, beta=6.0, steps=7, epochs=12, lr=3e-3, shift=1),
+            "full": _adam(eps=0.3, beta=6.0, steps=40, step_size=0.01, epochs=60, lr=1e-3),
         },
-        "eval": {
-            "pgd_accuracy": {
-                "fn": "advlab.defenses.adversarial:pgd_accuracy",
-                "kwargs": {"eps": 0.3, "norm": "inf", "steps": 40},
-            }
-        },
+        "eval": _pgd_eval(0.3, "inf"),
     },
     "mnist-cnn-l2": {
         "description": "PGD adversarial training in L2, ε = 2.0 (L2-robust model for the non-robust-features notebook)",
-        "arch": {"fast": ["mnist_net", {}], "full": ["madry_cnn", {}]},
+        "arch": _ROBUST_ARCH,
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:pgd_at",
         "fit": {
-            "fast": {
-                "eps": 2.0,
-                "norm": 2,
-                "steps": 7,
-                "warmup_epochs": 3,
-                "epochs": 12,
-                "batch_size": 128,
-                "lr": 3e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-                "shift": 1,
-            },
-            "full": {
-                "eps": 2.0,
-                "norm": 2,
-                "steps": 40,
-                "warmup_epochs": 5,
-                "epochs": 60,
-                "batch_size": 50,
-                "lr": 1e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
+            "fast": _adam(eps=2.0, norm=2, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
+            "full": _adam(eps=2.0, norm=2, steps=40, warmup_epochs=5, epochs=60, batch_size=50, lr=1e-3),
         },
-        "eval": {
-            "pgd_accuracy": {
-                "fn": "advlab.defenses.adversarial:pgd_accuracy",
-                "kwargs": {"eps": 2.0, "norm": 2, "steps": 40},
-            }
-        },
+        "eval": _pgd_eval(2.0, 2),
     },
     # Certified defenses (advlab.lipschitz, advlab.smoothing; see docs/certified.md).
     "mnist-lipschitz": {
         "description": "1-Lipschitz MLP (AOL layers + MaxMin), certified by margin / (√2·L)",
         "arch": ["advlab.lipschitz:lipschitz_mlp", {"width": 512, "depth": 3, "layer": "aol"}],
         "data": "mnist",
-        "fit": {
-            "fast": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0},
-            "full": {"epochs": 10, "batch_size": 128, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0},
-        },
+        "fit": {"fast": _adam(epochs=10, lr=3e-3), "full": _adam(epochs=10, lr=3e-3)},
     },
-    "mnist-cnn-noise-0.25": {
-        "description": "Gaussian-noise training, σ = 0.25, the base classifier of randomized smoothing (Cohen et al.)",
-        "arch": ["mnist_net", {}],
-        "data": "mnist",
-        "trainer": "advlab.smoothing:train_under_noise",
-        "fit": {
-            "fast": {
-                "sigma": 0.25,
-                "epochs": 10,
-                "batch_size": 128,
-                "lr": 3e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
-            "full": {
-                "sigma": 0.25,
-                "epochs": 10,
-                "batch_size": 128,
-                "lr": 3e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
-        },
-    },
-    "mnist-cnn-noise-0.5": {
-        "description": "Gaussian-noise training, σ = 0.5, the base classifier of randomized smoothing (Cohen et al.)",
-        "arch": ["mnist_net", {}],
-        "data": "mnist",
-        "trainer": "advlab.smoothing:train_under_noise",
-        "fit": {
-            "fast": {
-                "sigma": 0.5,
-                "epochs": 10,
-                "batch_size": 128,
-                "lr": 3e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
-            "full": {
-                "sigma": 0.5,
-                "epochs": 10,
-                "batch_size": 128,
-                "lr": 3e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
-        },
-    },
-    "mnist-cnn-noise-1.0": {
-        "description": "Gaussian-noise training, σ = 1.0, the base classifier of randomized smoothing (Cohen et al.)",
-        "arch": ["mnist_net", {}],
-        "data": "mnist",
-        "trainer": "advlab.smoothing:train_under_noise",
-        "fit": {
-            "fast": {
-                "sigma": 1.0,
-                "epochs": 10,
-                "batch_size": 128,
-                "lr": 3e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
-            "full": {
-                "sigma": 1.0,
-                "epochs": 10,
-                "batch_size": 128,
-                "lr": 3e-3,
-                "optimizer": "adam",
-                "weight_decay": 0.0,
-            },
-        },
+    **{
+        f"mnist-cnn-noise-{sigma}": {
+            "description": f"Gaussian-noise training, σ = {sigma}, the base classifier of randomized smoothing (Cohen et al.)",
+            "arch": _SMALL_CNN,
+            "data": "mnist",
+            "trainer": "advlab.smoothing:train_under_noise",
+            "fit": {"fast": _adam(sigma=sigma, epochs=10, lr=3e-3), "full": _adam(sigma=sigma, epochs=10, lr=3e-3)},
+        }
+        for sigma in (0.25, 0.5, 1.0)
     },
 }
 
