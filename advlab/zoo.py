@@ -143,7 +143,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
     **{
         f"mnist-cnn-noise-{sigma}": {
-            "description": f"Gaussian-noise training, σ = {sigma}, the base classifier of randomized smoothing (Cohen et al.)",
+            "description": f"Gaussian-noise training, σ = {sigma}, "
+            "the base classifier of randomized smoothing (Cohen et al.)",
             "arch": _SMALL_CNN,
             "data": "mnist",
             "trainer": "advlab.smoothing:train_under_noise",
