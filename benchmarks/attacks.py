@@ -62,7 +62,7 @@ def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[Tensor, float
     return out.detach(), time.perf_counter() - start
 
 
-def floor_step(model: nn.Module, x: Tensor, y: Tensor, device: torch.device, reps: int = 3) -> float:
+def floor_step(model: nn.Module, x: Tensor, y: Tensor, device: torch.device, reps: int = 9) -> float:
     """Seconds for one forward + one input-gradient backward on the whole batch (median of reps)."""
     times = []
     for _ in range(reps + 1):
