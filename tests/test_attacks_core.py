@@ -28,15 +28,6 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 NORMS = [math.inf, 2.0, 1.0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on a shared 2-core machine run far faster on one thread (no spin-waiting workers)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------------------------------------ projection oracles
 def _oracle_projection(z: np.ndarray, x: np.ndarray, eps: float, p: float) -> np.ndarray:
     """Independent float64 projection of z onto {||d||_p <= eps, -x <= d <= 1-x}, by 200-step bisection on λ."""

@@ -20,7 +20,6 @@ from scipy import stats
 from advlab import checks, course
 
 ROOT = Path(__file__).resolve().parents[1]
-torch.set_num_threads(1)
 
 
 def _col(v, like):

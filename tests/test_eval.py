@@ -17,15 +17,6 @@ from advlab.eval import RobustnessReport, default_attacks, robust_accuracy, sani
 EPS = 0.1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on a shared 2-core machine run far faster on one thread (no spin-waiting workers)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def batch(mnist_cnn, mnist_test):
     x, y = mnist_test

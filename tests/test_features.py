@@ -10,15 +10,6 @@ from advlab import AdvlabError, features
 from advlab.attacks.result import predict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small batches run many times faster on one thread than on a contended pool; restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_penultimate_drops_last_linear(mnist_cnn, mnist_test):
     x, _ = mnist_test
     g = features.penultimate(mnist_cnn)

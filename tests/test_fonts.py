@@ -11,15 +11,6 @@ from advlab.config import AdvlabError
 from advlab.data import fonts
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tensors here are tiny: one thread avoids oversubscription overhead on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_shapes_range_and_balanced_classes():
     x, y, classes = fonts.load("train", 105, seed=1)
     assert x.shape == (105, 1, 28, 28) and x.dtype == torch.float32

@@ -37,15 +37,6 @@ from advlab.lipschitz import (
 from advlab.models import Normalize
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids contention overhead on small shared CPUs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _frozen(model: nn.Module) -> nn.Module:
     model.eval()
     for p in model.parameters():

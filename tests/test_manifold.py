@@ -16,19 +16,9 @@ from advlab.vae import train_vae
 FIT = {"batch_size": 64, "lr": 3e-3, "optimizer": "adam", "weight_decay": 0.0, "progress": False}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread avoids oversubscription on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def classifier():
     """A FONTS classifier, briefly trained normally (through train_fonts' index-label path), eval mode, CPU."""
-    torch.set_num_threads(1)
     sample = fonts.generate("train", 300, seed=3)
     model = manifold.fonts_net(0)
     hist = manifold.train_fonts(model, sample, "normal", epochs=8, device="cpu", **FIT)
@@ -162,7 +152,6 @@ def test_summarize_reports_mean_and_std():
 
 @pytest.fixture(scope="module")
 def fonts_vae():
-    torch.set_num_threads(1)
     sample = fonts.generate("train", 400, seed=4)
     return train_vae(sample.x, sample.y, epochs=3, latent=4, hidden=64, progress=False, device="cpu")
 

@@ -18,15 +18,6 @@ from advlab.config import AdvlabError
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: these models are tiny, and on a shared CPU two threads spin-wait (~10x slower)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 # ---------------------------------------------------------------------------------------------
 # A two-class linear model with known minimal perturbations
 # ---------------------------------------------------------------------------------------------

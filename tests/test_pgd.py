@@ -17,15 +17,6 @@ EPS = {math.inf: 0.1, 2.0: 1.5, 1.0: 10.0}  # budgets where the MNIST CNN is nei
 DUAL = {math.inf: 1.0, 2.0: 2.0, 1.0: math.inf}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors on a shared 2-core machine run far faster on one thread (no spin-waiting workers)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------------------------------------ linear oracle
 def _linear(device: str, d: int = 20, n: int = 16, seed: int = 0):
     """A 2-class linear model and interior points; minimal Lp distance to the boundary = |margin| / ||w1 - w0||_q.

@@ -12,15 +12,6 @@ from advlab.attacks import pgd
 from advlab.attacks.result import lp_norm, predict
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small batches run many times faster on one thread than on a contended pool; restored afterwards."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_random_surface_radius(mnist_test):
     x, _ = mnist_test
     r = torch.linspace(0.5, 2.0, 8, device=x.device)

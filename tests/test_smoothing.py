@@ -26,15 +26,6 @@ from advlab.smoothing import (
 SIGMA = 0.25
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: one intra-op thread avoids contention overhead on small shared CPUs."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class ConstantModel(nn.Module):
     """Always predicts ``cls`` among ``k`` classes."""
 

@@ -13,15 +13,6 @@ from advlab import toy
 from advlab.config import AdvlabError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tensors here are tiny: one thread avoids oversubscription overhead on shared CPUs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_tsipras_data_follows_the_definition():
     g = torch.Generator().manual_seed(0)
     x, y = toy.tsipras_data(20000, d=16, p=0.9, generator=g)

@@ -10,14 +10,6 @@ from advlab.config import AdvlabError
 from advlab.vae import VAE, elbo_loss, latent_attack, train_vae, vae_loss_attack
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def mnist_small():
     x, y, _ = data.load("mnist", "train", n=1000)
@@ -26,7 +18,6 @@ def mnist_small():
 
 @pytest.fixture(scope="module")
 def vae(mnist_small):
-    torch.set_num_threads(1)
     x, _ = mnist_small
     return train_vae(x, None, epochs=8, latent=8, hidden=128, progress=False, device="cpu")
 

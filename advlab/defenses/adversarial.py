@@ -69,7 +69,21 @@ def _metrics(hist: train.History, **extra: Any) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------------- PGD-AT
-class PGDPerturb:
+class _WarmupPerturb:
+    """Shared by the ``perturb`` hooks: ε ramps linearly from 0 to ``eps`` over ``warmup_steps`` calls."""
+
+    eps: float
+    warmup_steps: int
+    calls: int
+
+    def current_eps(self) -> float:
+        """ε for the next batch: ``eps · min(1, (calls + 1) / warmup_steps)``."""
+        if self.warmup_steps == 0:
+            return self.eps
+        return self.eps * min(1.0, (self.calls + 1) / self.warmup_steps)
+
+
+class PGDPerturb(_WarmupPerturb):
     """A :func:`advlab.train.fit` ``perturb`` hook: replace each batch by its PGD adversarial (Madry et al.).
 
     ``warmup_steps`` > 0 ramps ε linearly from 0 to ``eps`` over that many calls (one call per batch), which helps
@@ -98,12 +112,6 @@ class PGDPerturb:
         self.warmup_steps = _check_int(warmup_steps, "warmup_steps", 0)
         self.generator = torch.Generator().manual_seed(seed)
         self.calls = 0
-
-    def current_eps(self) -> float:
-        """ε for the next batch: ``eps · min(1, (calls + 1) / warmup_steps)``."""
-        if self.warmup_steps == 0:
-            return self.eps
-        return self.eps * min(1.0, (self.calls + 1) / self.warmup_steps)
 
     def __call__(self, model: nn.Module, xb: Tensor, yb: Tensor) -> Tensor:
         eps = self.current_eps()
@@ -149,7 +157,7 @@ def pgd_at(
 
 
 # --------------------------------------------------------------------------------------------- FGSM-RS (fast AT)
-class FGSMPerturb:
+class FGSMPerturb(_WarmupPerturb):
     """``perturb`` hook of fast adversarial training (Wong et al., 2020), L∞ only.
 
     δ ~ U(-ε, ε)^d (or 0 without random start), then one step ``δ <- clip_[-ε, ε](δ + α · sign(∇_x L))``, and
@@ -167,12 +175,6 @@ class FGSMPerturb:
         self.warmup_steps = _check_int(warmup_steps, "warmup_steps", 0)
         self.generator = torch.Generator().manual_seed(seed)
         self.calls = 0
-
-    def current_eps(self) -> float:
-        """ε for the next batch: ``eps · min(1, (calls + 1) / warmup_steps)``."""
-        if self.warmup_steps == 0:
-            return self.eps
-        return self.eps * min(1.0, (self.calls + 1) / self.warmup_steps)
 
     def __call__(self, model: nn.Module, xb: Tensor, yb: Tensor) -> Tensor:
         eps = self.current_eps()
