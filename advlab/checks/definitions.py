@@ -1,0 +1,1 @@
+"""Checks for section definitions tasks (see advlab.checks)."""

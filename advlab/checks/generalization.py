@@ -1,0 +1,1 @@
+"""Checks for section generalization tasks (see advlab.checks)."""

@@ -1,0 +1,1 @@
+"""Checks for section nonrobustness tasks (see advlab.checks)."""

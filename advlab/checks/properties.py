@@ -1,0 +1,1 @@
+"""Checks for section properties tasks (see advlab.checks)."""
