@@ -323,3 +323,31 @@ def test_softmax_outputs_warn():
     for attack in (fgsm, pgd):
         with pytest.warns(UserWarning, match="probabilities"):
             attack(model, x, y, 0.1)
+
+
+def _bisection_l2(z: torch.Tensor, x: torch.Tensor, eps: torch.Tensor, halvings: int = 100) -> torch.Tensor:
+    """Batched float64 reference: δ = clip(z / (1 + λ), -x, 1 - x), λ >= 0 by bisection on ||δ||_2 = ε."""
+    lo, hi = -x, 1 - x
+    size = lambda lam: torch.maximum(torch.minimum(z / (1 + lam[:, None]), hi), lo).norm(dim=1)  # noqa: E731
+    a, b = torch.zeros_like(eps), z.norm(dim=1) / eps.clamp_min(1e-300) + 1
+    for _ in range(halvings):
+        mid = 0.5 * (a + b)
+        ok = size(mid) <= eps
+        a, b = torch.where(ok, a, mid), torch.where(ok, mid, b)
+    lam = torch.where(size(torch.zeros_like(eps)) <= eps, torch.zeros_like(eps), b)
+    return torch.maximum(torch.minimum(z / (1 + lam[:, None]), hi), lo)
+
+
+def test_l2_projection_on_mnist_sized_inputs_matches_bisection():
+    """784-d inputs, 80% of the pixels saturated as in MNIST, radii from inside to far outside the ball ∩ box."""
+    g = torch.Generator().manual_seed(3)
+    n, d = 64, 784
+    x = torch.rand(n, d, generator=g, dtype=torch.float64)
+    u = torch.rand(n, d, generator=g, dtype=torch.float64)
+    x = torch.where(u < 0.7, 0.0, torch.where(u > 0.9, 1.0, x))
+    z = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.rand(n, 1, generator=g, dtype=torch.float64)
+    eps = torch.rand(n, generator=g, dtype=torch.float64) * 12
+    delta = project(z, x, eps, 2.0)
+    ref = _bisection_l2(z, x, eps)
+    assert (delta - ref).abs().max() < 1e-9
+    assert (delta.norm(dim=1) <= eps + 1e-12).all() and ((x + delta) >= 0).all() and ((x + delta) <= 1).all()

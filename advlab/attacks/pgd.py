@@ -57,7 +57,7 @@ def _run(
     if linf:  # the L∞ ball ∩ box is a box: its projection is one clamp to bounds computed once
         lo, hi = torch.maximum(-per_sample(ea, xa), -xa), torch.minimum(per_sample(ea, xa), 1 - xa)
     for k in range(steps + 1):
-        x_adv = xa + delta if linf else (xa + delta).clamp(0, 1)
+        x_adv = xa + delta if linf else (xa + delta).clamp_(0, 1)
         if k == steps:
             with torch.no_grad():
                 logits = model(x_adv)
@@ -67,7 +67,7 @@ def _run(
         succ = is_success(logits, ya, targeted)
         if active is None:
             upd = _better(value, succ, best_loss, best_succ)
-            best_x = torch.where(per_sample(upd, x), x_adv, best_x)
+            torch.where(per_sample(upd, x), x_adv, best_x, out=best_x)  # in place: no new (N, *) tensor per step
             best_loss = torch.where(upd, value, best_loss)
             best_succ = best_succ | succ
         else:
@@ -77,8 +77,12 @@ def _run(
             best_succ[active] = best_succ[active] | succ
         if k == steps:
             break
-        step = delta + a * _direction(grad, p, x_adv, l1_fraction)
-        delta = torch.clamp(step, lo, hi) if linf else project(step, xa, ea, p)
+        # the step, in place on buffers this loop owns (delta, grad): each (N, *) pass costs as much as a
+        # convolution layer of a small network, so allocations and extra passes are avoided
+        if linf:
+            delta = delta.addcmul_(grad.sign_(), a).clamp_(lo, hi)
+        else:
+            delta = project(delta.add_(_direction(grad, p, x_adv, l1_fraction).mul_(a)), xa, ea, p)
         if early_stop:
             keep = ~(best_succ if active is None else best_succ[active])
             if not bool(keep.all()):
