@@ -256,7 +256,7 @@ def _shrink_into(delta: Tensor, eps: Tensor, p: float) -> Tensor:
     """Scale rows by ``min(1, ε / ||δ||_p)``: removes rounding excess; stays in the box, which contains 0."""
     nrm = delta.norm(p=p, dim=1)
     scale = torch.where(nrm > eps, eps / nrm.clamp_min(1e-30), torch.ones_like(nrm))
-    return delta * scale[:, None]
+    return delta.mul_(scale[:, None])  # delta is a fresh tensor of the caller's
 
 
 def project(z: Tensor, x: Tensor, eps: Tensor, p: float) -> Tensor:

@@ -81,6 +81,9 @@ def _run(
         # convolution layer of a small network, so allocations and extra passes are avoided
         if linf:
             delta = delta.addcmul_(grad.sign_(), a).clamp_(lo, hi)
+        elif p == 2.0:  # α · grad / ||grad||_2, fused into one scaling of grad
+            scale = a / per_sample(grad.flatten(1).norm(dim=1).clamp_min(1e-30), grad)
+            delta = project(delta.add_(grad.mul_(scale)), xa, ea, p)
         else:
             delta = project(delta.add_(_direction(grad, p, x_adv, l1_fraction).mul_(a)), xa, ea, p)
         if early_stop:
