@@ -48,10 +48,14 @@ def report(name, xs, ys=y):
 print(f"{'training set':24s} clean L2@1  L2@2  Linf@.1 Linf@.2")
 report("D", x)
 for tag, src in sources.items():
-    ds = features.representation_dataset(src, x, y, steps=100, step_size=0.5, generator=torch.Generator().manual_seed(1))
+    ds = features.representation_dataset(
+        src, x, y, steps=100, step_size=0.5, generator=torch.Generator().manual_seed(1)
+    )
     report(f"D_R ({tag} source)", ds.x)
     g = features.penultimate(src)
     inv = features.invert_representation(g, x, torch.rand(x.shape, generator=noise), steps=100, step_size=0.5)
     report(f"D_R ({tag}, noise start)", inv.x)
-ds = features.representation_dataset(standard, x, y, steps=100, step_size=0.5, generator=torch.Generator().manual_seed(1))
+ds = features.representation_dataset(
+    standard, x, y, steps=100, step_size=0.5, generator=torch.Generator().manual_seed(1)
+)
 report("D_NR", ds.x)
