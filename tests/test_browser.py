@@ -20,6 +20,7 @@ from the kernel's copy of ``advlab/widgets.py``; the explorer tests must then fa
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -100,7 +101,9 @@ def lab(tmp_path_factory):
     shutil.copytree(ROOT / "advlab", root / "advlab", ignore=shutil.ignore_patterns("__pycache__"))
     if os.environ.get("ADVLAB_BROWSER_BREAK_CALLBACKS") == "1":
         widgets_py = root / "advlab" / "widgets.py"
-        kept = [line for line in widgets_py.read_text().splitlines(keepends=True) if ".observe(" not in line]
+        lines = widgets_py.read_text().splitlines(keepends=True)
+        kept = [line for line in lines if ".observe(" not in line]
+        assert len(kept) < len(lines), "no .observe( line to remove in advlab/widgets.py"
         widgets_py.write_text("".join(kept))
     with LabServer(root, tmp_path_factory.mktemp("lab-work"), pythonpath=root) as server:
         yield server
@@ -215,8 +218,6 @@ def test_explorer_follows_the_slider_and_the_norm(lab_page: Page, lab: LabServer
 
 def _solution_body() -> str:
     """The solution block of the task (between the BEGIN/END SOLUTION markers) in the matching solutions/ file."""
-    import json
-
     nb = json.loads((ROOT / "solutions" / EXERCISE.name).read_text(encoding="utf-8"))
     cell = next(source(c) for c in nb["cells"] if c["cell_type"] == "code" and TASK_FUNCTION in source(c))
     block = cell.split(course.BEGIN, 1)[1].split(course.END, 1)[0]
