@@ -15,7 +15,7 @@ test: install
 	$(PY) -m pytest
 
 lint:
-	$(PY) -m ruff check advlab tests benchmarks
+	$(PY) -m ruff check advlab tests benchmarks conftest.py
 
 # Retrain the shipped fast-profile checkpoints and check their recorded metrics.
 checkpoints:
