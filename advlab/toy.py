@@ -458,7 +458,7 @@ class TrueHypothesis(nn.Module):
     """The true hypothesis h* of a 2-D toy (:mod:`advlab.data.toy2d`) as a classifier without parameters.
 
     Logits (N, 2) are ``scale · (−s, s)`` with s the toy's signed true score, so ``argmax`` is exactly
-    ``toy2d.true_label(name, x)``. Inputs x: (N, 2).
+    ``toy2d.true_label(name, x)``. Inputs x: (N, 2). Created in eval mode.
     """
 
     def __init__(self, name: str = "circle", scale: float = 100.0) -> None:
@@ -468,6 +468,7 @@ class TrueHypothesis(nn.Module):
         if name not in toy2d.CLASSES:
             raise AdvlabError(f"Unknown toy dataset {name!r}; choose one of {sorted(toy2d.CLASSES)}.")
         self.name, self.scale = name, float(scale)
+        self.eval()  # nothing to train: attacks find it in eval mode
 
     def forward(self, x: Tensor) -> Tensor:
         from advlab.data import toy2d
