@@ -23,9 +23,9 @@ def lp_norms(delta, p):
     return flat.abs().pow(p).sum(1).pow(1.0 / p)
 
 
-def in_ball(x, x_adv, eps, p, strict=False, box=True, batch_eps=False):
+def in_ball(x, x_adv, eps, p, tol=1e-6, strict=False, box=True, batch_eps=False, use_tol=True):
     d = lp_norms(x_adv - x, p)
-    e = eps.max() if batch_eps else eps
+    e = (eps.max() if batch_eps else eps) + (tol if use_tol else 0.0)
     close = d < e if strict else d <= e
     if not box:
         return close
@@ -124,7 +124,9 @@ WRONG = {
         "strict <": _kw(in_ball, strict=True),
         "ignores the box": _kw(in_ball, box=False),
         "one eps for the batch": _kw(in_ball, batch_eps=True),
-        "always the L2 norm": lambda x, xa, e, p: in_ball(x, xa, e, 2.0),
+        "always the L2 norm": lambda x, xa, e, p, tol=1e-6: in_ball(x, xa, e, 2.0, tol),
+        "ignores tol": _kw(in_ball, use_tol=False),
+        "fixed tolerance": lambda x, xa, e, p, tol=1e-6: in_ball(x, xa, e, p, 1e-6),
     },
     "random_ball": {
         "uniform radius": _kw(random_ball, radius="linear"),
@@ -189,6 +191,8 @@ def test_specific_hints(capsys):
     assert "above 1" in _out(capsys, checks.check_in_ball, WRONG["in_ball"]["ignores the box"])
     assert "its own ε" in _out(capsys, checks.check_in_ball, WRONG["in_ball"]["one eps for the batch"])
     assert "the L2 ball" in _out(capsys, checks.check_in_ball, WRONG["in_ball"]["always the L2 norm"])
+    assert "eps + tol" in _out(capsys, checks.check_in_ball, WRONG["in_ball"]["ignores tol"])
+    assert "here 0" in _out(capsys, checks.check_in_ball, WRONG["in_ball"]["fixed tolerance"])
     assert "U^(1/d)" in _out(capsys, checks.check_random_ball, WRONG["random_ball"]["uniform radius"])
     assert "on the sphere" in _out(capsys, checks.check_random_ball, WRONG["random_ball"]["on the sphere"])
     assert "ONE sample" in _out(capsys, checks.check_random_ball, WRONG["random_ball"]["d of the whole batch"])
@@ -218,7 +222,9 @@ def test_the_checks_cases_are_what_they_claim():
     for p in d.NORMS:
         x, x_adv, eps, kinds = d._ball_cases(p)
         inside = d._in_ball(x, x_adv, eps, p).tolist()
-        assert inside == [k in ("inside", "on the sphere", "eps = 0, x̃ = x") for k in kinds]
+        assert inside == [k in ("inside", "on the sphere", "eps = 0, x̃ = x", "rounding") for k in kinds]
+        exact = d._in_ball(x, x_adv, eps, p, tol=0.0).tolist()
+        assert exact == [k in ("inside", "on the sphere", "eps = 0, x̃ = x") for k in kinds]
         on = [i for i, k in enumerate(kinds) if k == "on the sphere"]
         assert torch.equal(d._norms((x_adv - x)[on], p), eps[on]), "exactly on the sphere"
     h = d._ShiftedCircle()
@@ -242,7 +248,7 @@ def test_the_checks_cases_are_what_they_claim():
 def test_float32_solutions_pass(capsys):
     """A learner working in float32 (e.g. on x.float()) must still pass."""
     assert checks.check_lp_norms(lambda d, p: lp_norms(d.float(), p))
-    assert checks.check_in_ball(lambda x, xa, e, p: in_ball(x.float(), xa.float(), e.float(), p))
+    assert checks.check_in_ball(lambda x, xa, e, p, tol=1e-6: in_ball(x.float(), xa.float(), e.float(), p, tol))
     capsys.readouterr()
 
 
