@@ -10,6 +10,9 @@ Three toys, each with data, a model and the quantity the paper is about:
   quadratic network (:class:`QuadraticNet`, :func:`train_spheres`), its error rate on each sphere
   (:func:`sphere_error_rate`) and the nearest error found by an attack that stays on the sphere
   (:func:`nearest_error_on_sphere`).
+* **Practical vs consistent adversarial examples** (section ② of the survey): the 2-D toys of
+  :mod:`advlab.data.toy2d` know their true hypothesis h*; :class:`TrueHypothesis` turns it into a classifier and
+  :func:`toy2d_mlp` trains a small MLP on a few of their points in about a second.
 * **Boundary tilting** (Tanay & Griffin, 2016): classes separated along one direction, the data flat
   (low variance) in all others (:func:`boundary_tilting_data`); :func:`boundary_angle` and
   :func:`distance_to_boundary` measure how far a learned linear boundary is tilted away from the true
@@ -45,6 +48,8 @@ __all__ = [
     "robust_margin",
     "sphere_error_rate",
     "spheres_data",
+    "TrueHypothesis",
+    "toy2d_mlp",
     "train_linear",
     "train_spheres",
     "tsipras_bound",
@@ -444,3 +449,72 @@ def distance_to_boundary(w: Tensor, b: Tensor | float, x: Tensor) -> Tensor:
     if norm == 0:
         raise AdvlabError("w must be non-zero: a zero weight vector has no boundary.")
     return (x @ w + b).abs() / norm
+
+
+# ------------------------------------------------------------- 2-D toys with a known true hypothesis (section ②)
+
+
+class TrueHypothesis(nn.Module):
+    """The true hypothesis h* of a 2-D toy (:mod:`advlab.data.toy2d`) as a classifier without parameters.
+
+    Logits (N, 2) are ``scale · (−s, s)`` with s the toy's signed true score, so ``argmax`` is exactly
+    ``toy2d.true_label(name, x)``. Inputs x: (N, 2). Created in eval mode.
+    """
+
+    def __init__(self, name: str = "circle", scale: float = 100.0) -> None:
+        super().__init__()
+        from advlab.data import toy2d
+
+        if name not in toy2d.CLASSES:
+            raise AdvlabError(f"Unknown toy dataset {name!r}; choose one of {sorted(toy2d.CLASSES)}.")
+        self.name, self.scale = name, float(scale)
+        self.eval()  # nothing to train: attacks find it in eval mode
+
+    def forward(self, x: Tensor) -> Tensor:
+        from advlab.data import toy2d
+
+        s = toy2d.true_score(self.name, x)
+        return torch.stack([-s, s], dim=1) * self.scale
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}"
+
+
+def toy2d_mlp(
+    name: str = "circle", n_train: int = 100, hidden: int = 32, steps: int = 300, lr: float = 0.01, seed: int = 0
+) -> tuple[nn.Module, Tensor, Tensor]:
+    """Train a small ReLU MLP (2 → hidden → hidden → 2) on ``n_train`` points of a 2-D toy.
+
+    Full-batch Adam on the cross-entropy, ``steps`` steps, on the CPU (a few thousand parameters: the CPU is
+    faster than a GPU here) and in one thread (so the result does not depend on the core count). The global
+    random state is left alone: the initialisation is seeded with ``seed`` inside a forked RNG, the points are
+    the toy's training sample with that seed. With the defaults (circle, 100 points, 300 steps) training takes
+    about a second and the learned boundary visibly differs from the true one between the training points.
+
+    Returns:
+        (model in eval mode on the CPU, x_train (n_train, 2), y_train (n_train,) int64).
+    """
+    from advlab import models
+    from advlab.data import toy2d
+
+    if n_train < 2 or hidden < 1 or steps < 1:
+        raise AdvlabError(f"Need n_train >= 2, hidden >= 1, steps >= 1; got {n_train}, {hidden}, {steps}.")
+    x, y = toy2d.sample(name, n_train, seed=seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        # inputs are uniform in [0, 1]²: mean 0.5, standard deviation 1/√12 ≈ 0.29 per coordinate
+        model = models.mlp(in_shape=(2,), classes=2, hidden=hidden, depth=2, mean=(0.5, 0.5), std=(0.29, 0.29))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads only add overhead, and one thread gives the same bits anywhere
+    try:
+        with torch.enable_grad():
+            for _ in range(steps):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval(), x, y
