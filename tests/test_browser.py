@@ -57,6 +57,7 @@ RUN_ALL_TIMEOUT_S = 1200  # a course notebook takes <= 300 CPU-s; the CI machine
 # (notebook, index of its ε/norm explorer among the page's .advlab-explorer widgets). Add a notebook here.
 EXPLORERS = [
     ("notebooks/01_nonrobustness.ipynb", 0),
+    ("notebooks/02_definitions.ipynb", 0),
 ]
 
 
