@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from advlab import data
+from advlab import data, zoo
 from advlab.config import AdvlabError
-from advlab.vae import VAE, elbo_loss, latent_attack, train_vae, vae_loss_attack
+from advlab.vae import VAE, elbo_at_mean, elbo_loss, fit_vae, latent_attack, train_vae, vae_loss_attack
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +86,24 @@ def test_conditional_vae_and_bad_inputs(mnist_small):
         vae_loss_attack(cvae, x[:4] * 2, x[4:8], y=y[:4], y_target=y[4:8])
     with pytest.raises(AdvlabError, match="epochs"):
         train_vae(x[:10], None, epochs=0)
+
+
+def test_fit_vae_trains_in_place_and_elbo_at_mean_is_deterministic(mnist_small):
+    x, y = mnist_small
+    torch.manual_seed(0)
+    model = VAE(latent=2, hidden=32, classes=0)
+    before = elbo_at_mean(model, x[:300])
+    out = fit_vae(model, x[:300], y[:300], epochs=2, progress=False, device="cpu")  # labels ignored: unconditional
+    after = elbo_at_mean(model, x[:300])
+    assert after > before and after == elbo_at_mean(model, x[:300]) and not model.training
+    assert set(out) == {"train_neg_elbo"} and out["train_neg_elbo"] > 0
+    with pytest.raises(AdvlabError, match="class-conditional"):
+        fit_vae(VAE(latent=2, hidden=8, classes=10), x[:10], None, epochs=1, progress=False, device="cpu")
+
+
+def test_the_shipped_vae_loads_without_training(monkeypatch):
+    monkeypatch.setattr(zoo, "save", lambda *a, **k: pytest.fail("the shipped mnist-vae should not be retrained"))
+    model = zoo.load("mnist-vae", profile="fast", progress=False)
+    xt, _, _ = data.load("mnist", "test", profile="fast")
+    assert isinstance(model, VAE) and model.classes == 0
+    assert elbo_at_mean(model, xt) == pytest.approx(zoo.info("mnist-vae", "fast")["metrics"]["test_elbo"], abs=0.05)
