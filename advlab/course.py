@@ -171,7 +171,7 @@ def drift(solutions: Path, exercises: Path, badge_dir: str = "exercises") -> lis
 
 
 _WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-_TQDM_RE = re.compile(r"^\s*\d+%\|")
+_TQDM_RE = re.compile(r"^[^|\n]*?\d+%\|")  # "desc:  40%|####  | 4/10", with or without a desc
 
 
 def clean_outputs(nb: dict) -> dict:

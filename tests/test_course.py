@@ -123,6 +123,10 @@ def test_clean_outputs_drops_widget_state_progress_bars_and_timings():
                         "output_type": "display_data",
                         "data": {view: {"model_id": "a"}, "text/plain": [" 40%|####  | 4/10"]},
                     },
+                    {
+                        "output_type": "display_data",
+                        "data": {view: {"model_id": "c"}, "text/plain": ["fit:   0%|     | 0/64 [00:00<?, ?it/s]"]},
+                    },
                     {"output_type": "display_data", "data": {view: {"model_id": "b"}, "text/plain": ["VBox(...)"]}},
                     {"output_type": "stream", "name": "stdout", "text": ["[PASS] ok\n"]},
                 ],
