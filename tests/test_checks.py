@@ -129,6 +129,10 @@ def pgd_at_batch(model, xb, yb, eps, alpha, steps, eval_mode=True, restore=True,
     return x_adv, yb
 
 
+def straight_through(x, preprocess):
+    return x + (preprocess(x) - x).detach()
+
+
 def spectral_norm(w, iters=100, normalise=True):
     v = torch.randn(w.shape[1], dtype=w.dtype)
     v = v / v.norm()
@@ -211,6 +215,14 @@ WRONG = {
         "predicted labels": _kw(pgd_at_batch, labels="pred"),
         "not detached": _kw(pgd_at_batch, detach=False),
     },
+    "straight_through": {
+        "no detach": lambda x, pre: x + (pre(x) - x),
+        "the defended forward only": lambda x, pre: pre(x),
+        "identity forward": lambda x, pre: x * 1.0,
+        "detaches everything": lambda x, pre: pre(x).detach(),
+        "true derivative of a smooth g": lambda x, pre: pre(x) if not torch.equal(pre(x), pre(pre(x))) else x + (
+            pre(x) - x).detach(),
+    },
     "spectral_norm": {
         "no normalisation": _kw(spectral_norm, normalise=False),
         "Frobenius norm": lambda w, iters=100: torch.linalg.matrix_norm(w),
@@ -259,6 +271,7 @@ REFERENCE = {
     "cw_margin": cw_margin,
     "deepfool_l2": deepfool_l2,
     "pgd_at_batch": pgd_at_batch,
+    "straight_through": straight_through,
     "spectral_norm": spectral_norm,
     "certified_radius": certified_radius,
     "certify_counts": certify_counts,
@@ -308,6 +321,12 @@ def test_specific_hints(capsys):
     assert "last step only" in capsys.readouterr().out
     checks.check_pgd_at_batch(WRONG["pgd_at_batch"]["predicted labels"])
     assert "true labels" in capsys.readouterr().out
+    checks.check_straight_through(WRONG["straight_through"]["no detach"])
+    assert "gradient through your function is zero" in capsys.readouterr().out
+    checks.check_straight_through(WRONG["straight_through"]["identity forward"])
+    assert "returns x itself" in capsys.readouterr().out
+    checks.check_straight_through(WRONG["straight_through"]["true derivative of a smooth g"])
+    assert "not that of the identity" in capsys.readouterr().out
     checks.check_spectral_norm(WRONG["spectral_norm"]["Frobenius norm"])
     assert "Frobenius" in capsys.readouterr().out
     checks.check_certify_counts(WRONG["certify_counts"]["two-sided bound"])

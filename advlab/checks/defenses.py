@@ -1,7 +1,7 @@
 """Checks for the defense tasks of section ④ (solutions/04b_defenses).
 
-The adversarial-training batch, the power iteration for a spectral norm, the Lipschitz certificate and
-randomized smoothing's CERTIFY bound.
+The adversarial-training batch, the BPDA straight-through estimator, the power iteration for a spectral norm, the
+Lipschitz certificate and randomized smoothing's CERTIFY bound.
 """
 
 from __future__ import annotations
@@ -76,6 +76,54 @@ def check_pgd_at_batch(fn: Callable) -> str:
         raise Mismatch("x_adv is not the maximiser of the loss on a linear model (PGD should reach it).",
                        "run your PGD (random start, `steps` steps of size alpha, projection) on (xb, yb).")
     return "eval mode while crafting, train mode restored, true labels kept, x_adv detached and in the ball ∩ box."
+
+
+def _quantize(levels: int) -> Callable[[Tensor], Tensor]:
+    def quantize(x: Tensor) -> Tensor:
+        return torch.round(x * levels) / levels
+
+    return quantize
+
+
+@register("straight_through", "BPDA straight-through estimator", "04b",
+          "return x + (preprocess(x) - x).detach(): the value of preprocess(x), the gradient of the identity.")
+def check_straight_through(fn: Callable) -> str:
+    """``straight_through(x, preprocess) -> g(x)`` on the forward pass, identity Jacobian on the backward pass."""
+    g = _gen(16)
+    cases = [(_images(4, (1, 3, 3), g), _quantize(8), "8-level quantisation"),
+             (_images(3, (5,), g, torch.float32), _quantize(2), "2-level quantisation"),
+             (_images(3, (2, 2), g), lambda t: t.square(), "a smooth g(x) = x²")]
+    for x, pre, name in cases:
+        x0 = x.clone()
+        xg = x.clone().requires_grad_(True)
+        out = fn(xg, pre)
+        if not isinstance(out, Tensor):
+            _tensor(out, "straight_through")  # raises with a hint for None / non-tensors
+        _unchanged([x0], [xg.detach()], "x")
+        _shape(out.detach().cpu(), x.shape, "the output", "return a tensor shaped like x.")
+        want = pre(x0)
+        if not _close(out.detach().cpu(), want, 1e-6):
+            if _close(out.detach().cpu(), x0, 1e-6):
+                raise Mismatch(f"on {name} your forward pass returns x itself, not the preprocessed input.",
+                               "BPDA keeps the defended forward pass: the value must be preprocess(x).")
+            raise Mismatch(f"on {name} the forward value differs from preprocess(x).",
+                           "the value must be exactly preprocess(x); only the backward pass is approximated.")
+        if not out.requires_grad:
+            raise Mismatch("the output does not depend on x in the autograd graph (no gradient can flow).",
+                           "detach only the correction (preprocess(x) - x), not the whole output.")
+        weight = torch.randn(x.shape, generator=g, dtype=out.dtype)
+        (grad,) = torch.autograd.grad((out * weight).sum(), xg, allow_unused=True)
+        grad = torch.zeros_like(x) if grad is None else grad.detach().cpu()
+        if _close(grad, weight, 1e-6):
+            continue
+        if bool((grad == 0).all()):
+            raise Mismatch(f"on {name} the gradient through your function is zero.",
+                           "rounding has zero derivative: wrap the correction in .detach(), "
+                           "x + (preprocess(x) - x).detach(), so the backward pass sees the identity.")
+        raise Mismatch(f"on {name} the gradient is not that of the identity (it is the true derivative of g, or "
+                       "scaled).", "the straight-through estimator treats preprocess as the identity on the "
+                       "backward pass: x + (preprocess(x) - x).detach().")
+    return "forward = preprocess(x), backward = identity, on quantisations and a smooth g; x left unchanged."
 
 
 @register("spectral_norm", "power iteration for the spectral norm", "04b",
