@@ -89,6 +89,6 @@ def pytest_terminal_summary(terminalreporter, config):
         shown = "not measured (no /proc/<pid>/status)" if peak is None else f"{peak / 1e9:.2f} GB"
         over = "  OVER BUDGET" if peak is not None and peak > budget else ""
         terminalreporter.write_line(f"{nodeid}: {shown}{over}")
-    if config.cache is not None:
+    if getattr(config, "cache", None) is not None:  # absent with -p no:cacheprovider
         stored = config.cache.get(CACHE_KEY, {})
         config.cache.set(CACHE_KEY, {**stored, **peaks})
