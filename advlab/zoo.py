@@ -159,6 +159,48 @@ RECIPES: dict[str, dict[str, Any]] = {
         }
         for sigma in (0.25, 0.5, 1.0)
     },
+    # notebooks/05_robustness_vs_generalization.ipynb: Madry et al.'s capacity figure and the trade-off as the
+    # training ε grows. The same recipes as mnist-cnn / mnist-cnn-pgd (which are the width-1, ε = 0 / 0.3
+    # members of these families), at smaller widths of Wong et al.'s CNN and at ε = 0.1 and 0.2.
+    **{
+        f"mnist-cnn-w{width:g}": {
+            "description": f"mnist-cnn at width ×{width:g} (capacity sweep), standard training",
+            "arch": ["mnist_net", {"width": width}],
+            "data": "mnist",
+            "fit": {"fast": _adam(epochs=10, lr=3e-3, shift=1), "full": _adam(epochs=10, lr=3e-3, shift=1)},
+            "eval": _pgd_eval(0.3, "inf"),
+        }
+        for width in (0.125, 0.25, 0.5)
+    },
+    **{
+        f"mnist-cnn-w{width:g}-pgd": {
+            "description": f"mnist-cnn-pgd at width ×{width:g} (capacity sweep): PGD-AT, L∞ ε = 0.3",
+            "arch": {"fast": ["mnist_net", {"width": width}], "full": ["madry_cnn", {"width": width}]},
+            "data": "mnist",
+            "trainer": "advlab.defenses.adversarial:pgd_at",
+            "fit": {
+                "fast": _adam(eps=0.3, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
+                "full": _adam(eps=0.3, steps=40, step_size=0.01, warmup_epochs=5, epochs=60, batch_size=50, lr=1e-3),
+            },
+            "eval": _pgd_eval(0.3, "inf"),
+        }
+        for width in (0.125, 0.25, 0.5)
+    },
+    **{
+        f"mnist-cnn-pgd{eps:g}": {
+            "description": f"mnist-cnn-pgd trained at L∞ ε = {eps:g} instead of 0.3 (the trade-off as ε grows)",
+            "arch": _ROBUST_ARCH,
+            "data": "mnist",
+            "trainer": "advlab.defenses.adversarial:pgd_at",
+            "fit": {
+                "fast": _adam(eps=eps, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
+                "full": _adam(eps=eps, steps=40, step_size=eps / 30, warmup_epochs=5, epochs=60, batch_size=50,
+                              lr=1e-3),
+            },
+            "eval": _pgd_eval(eps, "inf"),
+        }
+        for eps in (0.1, 0.2)
+    },
 }
 
 
@@ -319,7 +361,29 @@ RESULTS_SHIPPED = SHIPPED / "results"
 # called as fn(**kwargs[profile], progress=...); a dataclass result is stored as a dict. "zoo" lists the zoo
 # entries the experiment loads and "depends" the advlab source files (relative to the package) whose code
 # decides the result: both go into the key. "data" (optional) adds that dataset's fingerprint.
-RESULTS: dict[str, dict[str, Any]] = {}
+RESULTS: dict[str, dict[str, Any]] = {
+    # notebooks/05_robustness_vs_generalization.ipynb
+    "features-mnist": {
+        "description": "Ilyas et al.'s table (survey Figure 6(b)) on MNIST: advlab.features.experiment",
+        "fn": "advlab.features:experiment",
+        "kwargs": {"fast": {"dataset": "mnist", "profile": "fast", "seed": 0},
+                   "full": {"dataset": "mnist", "profile": "full", "seed": 0}},
+        "data": "mnist",
+        "zoo": ["mnist-cnn", "mnist-cnn-l2"],  # features.PRESETS["mnist"]: standard_zoo, robust_zoo
+        "depends": ["features.py"],
+    },
+    "fonts-n-sweep": {
+        "description": "Stutz et al.'s FONTS test error vs N, normal / on- / off-manifold / random-θ training",
+        "fn": "advlab.manifold:n_sweep",
+        "kwargs": {
+            "fast": {"ns": [250, 500, 1000, 2000], "seeds": [0, 1, 2], "modes": ["normal", "on", "off", "random"],
+                     "iterations": 300, "steps": 5},
+            "full": {"ns": [250, 500, 1000, 2000, 5000, 10000], "seeds": [0, 1, 2],
+                     "modes": ["normal", "on", "off", "random"], "iterations": 1500, "steps": 10},
+        },
+        "depends": ["manifold.py", "data/fonts.py"],
+    },
+}
 
 
 def result_entry(name: str) -> dict[str, Any]:
