@@ -9,12 +9,19 @@ and verify the checksum and the shapes, and a corrupt file is rebuilt, never loa
 
 Small fast-profile checkpoints ship inside the package (``advlab/checkpoints``), so that no notebook
 waits for training on Binder. Rebuild and verify them with ``python -m advlab.zoo build NAME --ship``.
+
+Experiments too slow for a notebook (a whole table, a sweep) are entries of :data:`RESULTS`: ``result(name)``
+returns their JSON result, computed once and cached the same way (shipped in ``advlab/checkpoints/results``,
+else ``<cache>/results``, else computed). Their key also hashes the zoo keys of the models they use and the
+source files they depend on, so editing such a file makes the stored result stale. Rebuild and ship one with
+``python -m advlab.zoo result NAME --ship``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -165,6 +172,48 @@ RECIPES: dict[str, dict[str, Any]] = {
             "full": {"epochs": 20, "batch_size": 128, "lr": 1e-3},
         },
         "eval": {"test_elbo": {"fn": "advlab.vae:elbo_at_mean", "kwargs": {}}},
+    },
+    # notebooks/05_robustness_vs_generalization.ipynb: Madry et al.'s capacity figure and the trade-off as the
+    # training ε grows. The same recipes as mnist-cnn / mnist-cnn-pgd (which are the width-1, ε = 0 / 0.3
+    # members of these families), at smaller widths of Wong et al.'s CNN and at ε = 0.1 and 0.2.
+    **{
+        f"mnist-cnn-w{width:g}": {
+            "description": f"mnist-cnn at width ×{width:g} (capacity sweep), standard training",
+            "arch": ["mnist_net", {"width": width}],
+            "data": "mnist",
+            "fit": {"fast": _adam(epochs=10, lr=3e-3, shift=1), "full": _adam(epochs=10, lr=3e-3, shift=1)},
+            "eval": _pgd_eval(0.3, "inf"),
+        }
+        for width in (0.125, 0.25, 0.5)
+    },
+    **{
+        f"mnist-cnn-w{width:g}-pgd": {
+            "description": f"mnist-cnn-pgd at width ×{width:g} (capacity sweep): PGD-AT, L∞ ε = 0.3",
+            "arch": {"fast": ["mnist_net", {"width": width}], "full": ["madry_cnn", {"width": width}]},
+            "data": "mnist",
+            "trainer": "advlab.defenses.adversarial:pgd_at",
+            "fit": {
+                "fast": _adam(eps=0.3, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
+                "full": _adam(eps=0.3, steps=40, step_size=0.01, warmup_epochs=5, epochs=60, batch_size=50, lr=1e-3),
+            },
+            "eval": _pgd_eval(0.3, "inf"),
+        }
+        for width in (0.125, 0.25, 0.5)
+    },
+    **{
+        f"mnist-cnn-pgd{eps:g}": {
+            "description": f"mnist-cnn-pgd trained at L∞ ε = {eps:g} instead of 0.3 (the trade-off as ε grows)",
+            "arch": _ROBUST_ARCH,
+            "data": "mnist",
+            "trainer": "advlab.defenses.adversarial:pgd_at",
+            "fit": {
+                "fast": _adam(eps=eps, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
+                "full": _adam(eps=eps, steps=40, step_size=eps / 30, warmup_epochs=5, epochs=60, batch_size=50,
+                              lr=1e-3),
+            },
+            "eval": _pgd_eval(eps, "inf"),
+        }
+        for eps in (0.1, 0.2)
     },
 }
 
@@ -318,6 +367,123 @@ def info(name: str, profile: str | None = None) -> dict[str, Any] | None:
     return None
 
 
+# ------------------------------------------------------------------------------------- cached experiment results
+RESULTS_SHIPPED = SHIPPED / "results"
+
+# One table of experiments whose result (a JSON value) is cached like a checkpoint. "fn" is "module:function",
+# called as fn(**kwargs[profile], progress=...); a dataclass result is stored as a dict. "zoo" lists the zoo
+# entries the experiment loads and "depends" the advlab source files (relative to the package) whose code
+# decides the result: both go into the key. "data" (optional) adds that dataset's fingerprint.
+RESULTS: dict[str, dict[str, Any]] = {
+    # notebooks/05_robustness_vs_generalization.ipynb
+    "features-mnist": {
+        "description": "Ilyas et al.'s table (survey Figure 6(b)) on MNIST: advlab.features.experiment",
+        "fn": "advlab.features:experiment",
+        "kwargs": {"fast": {"dataset": "mnist", "profile": "fast", "seed": 0},
+                   "full": {"dataset": "mnist", "profile": "full", "seed": 0}},
+        "data": "mnist",
+        "zoo": ["mnist-cnn", "mnist-cnn-l2"],  # features.PRESETS["mnist"]: standard_zoo, robust_zoo
+        "depends": ["features.py"],
+    },
+    "fonts-n-sweep": {
+        "description": "Stutz et al.'s FONTS test error vs N, normal / on- / off-manifold / random-θ training",
+        "fn": "advlab.manifold:n_sweep",
+        "kwargs": {
+            "fast": {"ns": [250, 500, 1000, 2000], "seeds": [0, 1, 2], "modes": ["normal", "on", "off", "random"],
+                     "iterations": 300, "steps": 5},
+            "full": {"ns": [250, 500, 1000, 2000, 5000, 10000], "seeds": [0, 1, 2],
+                     "modes": ["normal", "on", "off", "random"], "iterations": 1500, "steps": 10},
+        },
+        "depends": ["manifold.py", "data/fonts.py"],
+    },
+}
+
+
+def result_entry(name: str) -> dict[str, Any]:
+    """The :data:`RESULTS` entry ``name`` (a copy)."""
+    if name not in RESULTS:
+        raise AdvlabError(f"Unknown cached result {name!r}; choose one of {sorted(RESULTS)}.")
+    return copy.deepcopy(RESULTS[name])
+
+
+def source_hash(relative: str) -> str:
+    """SHA-256 (12 hex digits) of an advlab source file, line endings normalised (a Windows checkout agrees)."""
+    path = Path(__file__).parent / relative
+    if not path.is_file():
+        raise AdvlabError(f"{relative!r} is not a file of the advlab package (cached results depend on it).")
+    text = path.read_bytes().replace(b"\r\n", b"\n")
+    return hashlib.sha256(text).hexdigest()[:12]
+
+
+def result_key(name: str, profile: str) -> tuple[str, dict[str, Any]]:
+    """(key, record) of a cached result: hashes the entry, profile, zoo keys, source hashes, data and version."""
+    entry = result_entry(name)
+    record: dict[str, Any] = {
+        "name": name,
+        "fn": entry["fn"],
+        "kwargs": entry["kwargs"][profile],
+        "profile": profile,
+        "zoo_keys": {n: cache_key(n, profile)[0] for n in entry.get("zoo", [])},
+        "sources": {f: source_hash(f) for f in entry.get("depends", [])},
+        "advlab_version": advlab.__version__,
+    }
+    if "data" in entry:
+        x, y, _ = data.load(entry["data"], "train", profile=profile)
+        record["data_fingerprint"] = data.fingerprint(x, y)
+    key = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:12]
+    return key, record
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` after a JSON round trip (dataclasses become dicts), so computed and loaded results agree."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    return json.loads(json.dumps(value))
+
+
+def compute_result(name: str, profile: str, folder: Path, progress: bool = True) -> dict[str, Any]:
+    """Run experiment ``name`` and write its record (with ``"result"``) atomically into ``folder``."""
+    key, record = result_key(name, profile)
+    module, func = record["fn"].split(":")
+    start = time.perf_counter()
+    value = getattr(importlib.import_module(module), func)(**record["kwargs"], progress=progress)
+    full = {**record, "key": key, "seconds": round(time.perf_counter() - start, 1), "result": _jsonable(value),
+            "torch_version": torch.__version__}
+    path = folder / f"{name}-{profile}-{key}.json"
+    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(full, indent=1, sort_keys=True) + "\n"))
+    return full
+
+
+def result_info(name: str, profile: str | None = None, *, compute: bool = True, progress: bool = True
+                ) -> dict[str, Any] | None:
+    """The stored record of result ``name`` (shipped, else cached); computed and cached if missing.
+
+    With ``compute=False`` a missing result gives None. A stored file whose key or content does not check out is
+    recomputed (with a warning), never used.
+    """
+    profile = profile or config.profile()
+    key, _ = result_key(name, profile)
+    for folder in (RESULTS_SHIPPED, config.cache_dir() / "results"):
+        path = folder / f"{name}-{profile}-{key}.json"
+        if not path.exists():
+            continue
+        try:
+            record = json.loads(path.read_text())
+            if record.get("key") != key or "result" not in record:
+                raise ValueError("key mismatch or no result")
+            return record
+        except Exception as err:  # noqa: BLE001 - any corruption means: recompute
+            warnings.warn(f"Stored result {path} is unusable ({err}); it will be recomputed.", stacklevel=2)
+    if not compute:
+        return None
+    return compute_result(name, profile, config.cache_dir() / "results", progress=progress)
+
+
+def result(name: str, *, profile: str | None = None, progress: bool = True) -> Any:
+    """The JSON result of experiment ``name`` (see :data:`RESULTS`): shipped, else cached, else computed now."""
+    return result_info(name, profile, progress=progress)["result"]
+
+
 def _main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m advlab.zoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -326,10 +492,22 @@ def _main(argv: list[str] | None = None) -> int:
     b.add_argument("--ship", action="store_true", help="write into advlab/checkpoints (fast profile)")
     b.add_argument("--tolerance", type=float, default=0.01, help="allowed drop of each recorded metric")
     sub.add_parser("list", help="list zoo entries")
+    r = sub.add_parser("result", help="recompute cached experiment results (RESULTS)")
+    r.add_argument("names", nargs="+", help="result names")
+    r.add_argument("--ship", action="store_true", help="write into advlab/checkpoints/results (fast profile)")
     args = parser.parse_args(argv)
     if args.cmd == "list":
         for n in names():
             print(f"{n:24s} {RECIPES[n]['description']}")
+        for n in sorted(RESULTS):
+            print(f"{n:24s} (result) {RESULTS[n]['description']}")
+        return 0
+    if args.cmd == "result":
+        for name in args.names:
+            profile = "fast" if args.ship else config.profile()
+            folder = RESULTS_SHIPPED if args.ship else config.cache_dir() / "results"
+            new = compute_result(name, profile, folder)
+            print(f"{name}: key {new['key']}, {new['seconds']} s -> {folder}")
         return 0
     targets = args.names or sorted({p.name.split("-fast-")[0] for p in SHIPPED.glob("*-fast-*.json")})
     status = 0

@@ -118,3 +118,84 @@ def test_recipes_may_choose_the_architecture_per_profile():
     assert zoo.architecture("mnist-cnn-pgd", "fast")[0] == "mnist_net"
     assert isinstance(zoo.build("mnist-cnn-pgd", "full")[1], torch.nn.Conv2d)
     assert models.num_parameters(zoo.build("mnist-cnn-pgd", "full")) > 3_000_000
+
+
+# --- cached experiment results (zoo.RESULTS) ------------------------------------------------------------------
+
+
+def test_every_shipped_result_matches_its_entry():
+    for path in sorted(zoo.RESULTS_SHIPPED.glob("*.json")):
+        record = json.loads(path.read_text())
+        key, _ = zoo.result_key(record["name"], record["profile"])
+        assert record["key"] == key, (
+            f"{path.name} is stale (its entry, a zoo model it uses or a source file it depends on changed): "
+            f"recompute it with python -m advlab.zoo result {record['name']} --ship"
+        )
+
+
+@pytest.fixture
+def tiny_result(monkeypatch):
+    """A RESULTS entry backed by a counting function that returns a dataclass holding a tuple."""
+    import dataclasses
+
+    from advlab import toy
+
+    @dataclasses.dataclass
+    class Out:
+        value: tuple
+        n: int
+
+    calls = []
+
+    def experiment(n, progress=True):
+        calls.append(n)
+        return Out((n, n + 1), n)
+
+    monkeypatch.setattr(toy, "_tiny_experiment", experiment, raising=False)
+    monkeypatch.setitem(
+        zoo.RESULTS,
+        "tiny-result",
+        {"description": "test entry", "fn": "advlab.toy:_tiny_experiment", "zoo": ["mnist-logistic"],
+         "kwargs": {"fast": {"n": 3}, "full": {"n": 4}}, "depends": ["toy.py"]},
+    )
+    return calls
+
+
+def test_result_is_computed_once_then_cached(tiny_result):
+    out = zoo.result("tiny-result", profile="fast", progress=False)
+    assert out == {"value": [3, 4], "n": 3} and tiny_result == [3]  # a dataclass, JSON round trip: tuple -> list
+    assert zoo.result("tiny-result", profile="fast", progress=False) == out and tiny_result == [3]
+    folder = advlab.cache_dir() / "results"
+    key, record = zoo.result_key("tiny-result", "fast")
+    assert (folder / f"tiny-result-fast-{key}.json").exists() and not list(folder.glob("*.tmp"))
+    assert record["zoo_keys"]["mnist-logistic"] == zoo.cache_key("mnist-logistic", "fast")[0]
+    assert record["sources"] == {"toy.py": zoo.source_hash("toy.py")}
+
+
+def test_result_key_covers_sources_models_and_kwargs(tiny_result, monkeypatch):
+    key, _ = zoo.result_key("tiny-result", "fast")
+    monkeypatch.setitem(zoo.RESULTS["tiny-result"]["kwargs"], "fast", {"n": 5})
+    assert zoo.result_key("tiny-result", "fast")[0] != key
+    assert zoo.result_info("tiny-result", "fast", compute=False) is None and tiny_result == []
+    monkeypatch.setitem(zoo.RESULTS["tiny-result"]["kwargs"], "fast", {"n": 3})
+    assert zoo.result_key("tiny-result", "fast")[0] == key
+    real = zoo.source_hash
+    monkeypatch.setattr(zoo, "source_hash", lambda f: "edited" if f == "toy.py" else real(f))
+    assert zoo.result_key("tiny-result", "fast")[0] != key
+    monkeypatch.setattr(zoo, "source_hash", real)
+    monkeypatch.setitem(zoo.RECIPES["mnist-logistic"]["fit"], "fast", {"epochs": 1})
+    assert zoo.result_key("tiny-result", "fast")[0] != key
+    with pytest.raises(advlab.AdvlabError, match="not a file"):
+        zoo.source_hash("no_such_module.py")
+    with pytest.raises(advlab.AdvlabError, match="tiny-result"):
+        zoo.result("no-such-result")
+
+
+def test_a_corrupt_result_is_recomputed(tiny_result):
+    zoo.result("tiny-result", profile="fast", progress=False)
+    before = len(tiny_result)  # 0 or 1: an earlier test may have cached it already
+    key, _ = zoo.result_key("tiny-result", "fast")
+    (advlab.cache_dir() / "results" / f"tiny-result-fast-{key}.json").write_text("{not json")
+    with pytest.warns(UserWarning, match="recomputed"):
+        assert zoo.result("tiny-result", profile="fast", progress=False)["n"] == 3
+    assert len(tiny_result) == before + 1
