@@ -317,6 +317,18 @@ def test_train_mode_model_is_attacked_in_eval_mode_and_restored():
         assert torch.equal(res.pred, model(res.x_adv).argmax(1))  # predictions are eval-mode predictions
 
 
+def test_wrapper_in_train_mode_keeps_its_eval_mode_inner_model():
+    # e.g. BPDA(InputQuantization(model)): a fresh wrapper is in train mode, the wrapped classifier in eval mode
+    inner = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Dropout(0.9), nn.Linear(32, 4)).eval()
+    wrapper = nn.Sequential(inner)
+    wrapper.training = True
+    x, y = torch.rand(8, 1, 4, 4), torch.randint(0, 4, (8,))
+    with pytest.warns(UserWarning, match="train mode"):
+        pgd(wrapper, x, y, 0.1, steps=2)
+    assert wrapper.training
+    assert not any(m.training for m in inner.modules()), "the attack put the wrapped eval-mode model in train mode"
+
+
 def test_softmax_outputs_warn():
     model = nn.Sequential(_mlp(5), nn.Softmax(dim=1)).eval()
     x, y = torch.rand(4, 1, 4, 4), torch.randint(0, 4, (4,))

@@ -147,6 +147,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             stacklevel=3,
         )
     flags = [p.requires_grad for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]  # each submodule's own flag (a wrapper may hold an eval model)
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
@@ -155,7 +156,8 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
 
 @torch.no_grad()
