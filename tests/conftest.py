@@ -45,3 +45,17 @@ def mnist_cnn():
     from advlab import zoo
 
     return zoo.load("mnist-cnn", progress=False)
+
+
+@pytest.fixture(scope="module")
+def agg():
+    """matplotlib.pyplot on the headless Agg backend for one test module (the previous backend restored after)."""
+    import matplotlib
+
+    old = matplotlib.get_backend()
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    yield plt
+    plt.close("all")
+    matplotlib.use(old, force=True)

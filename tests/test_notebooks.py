@@ -10,7 +10,6 @@ import json
 import warnings
 from pathlib import Path
 
-import matplotlib
 import pytest
 
 from advlab import course
@@ -87,17 +86,6 @@ def test_course_notebooks_store_outputs(path: Path):
 
 
 # --- the ε/norm explorer, headless --------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def agg():
-    old = matplotlib.get_backend()
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    yield plt
-    plt.close("all")
-    matplotlib.use(old, force=True)
 
 
 @pytest.fixture(scope="module")

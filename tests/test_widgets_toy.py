@@ -6,7 +6,6 @@ import math
 import re
 import warnings
 
-import matplotlib
 import numpy as np
 import pytest
 import torch
@@ -19,17 +18,6 @@ CAPTION = re.compile(
     r"^plotted eps = [0-9.e+-]+ \| norm = (Linf|L2|L1) \| clean: (inside|outside) \((0|1)\.\d\d\) \| "
     r"adversarial: (inside|outside) \((0|1)\.\d\d\)$"
 )
-
-
-@pytest.fixture(scope="module")
-def agg():
-    old = matplotlib.get_backend()
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    yield plt
-    plt.close("all")
-    matplotlib.use(old, force=True)
 
 
 @pytest.fixture(scope="module")
