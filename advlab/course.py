@@ -180,6 +180,7 @@ def clean_outputs(nb: dict) -> dict:
     Drops the saved widget state and per-cell execution timings, removes progress-bar widget outputs
     (transient, and their state is not stored), and keeps only the plain-text fallback of other widget
     views, so that no widget state lives in the file and JupyterLab shows no "model not found".
+    Cleaning a cleaned notebook changes nothing.
     """
     nb.get("metadata", {}).pop("widgets", None)
     for cell in nb["cells"]:
@@ -189,11 +190,13 @@ def clean_outputs(nb: dict) -> dict:
         kept = []
         for out in cell.get("outputs", []):
             data = out.get("data", {})
+            text = "".join(data.get("text/plain", ""))
             if _WIDGET_VIEW in data:
-                text = "".join(data.get("text/plain", ""))
                 if not text or _TQDM_RE.match(text):
                     continue
                 out["data"] = {"text/plain": data["text/plain"]}
+            elif set(data) == {"text/plain"} and _TQDM_RE.match(text):
+                continue  # the text fallback of a progress bar whose widget view an earlier clean removed
             kept.append(out)
         cell["outputs"] = kept
     return nb

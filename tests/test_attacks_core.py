@@ -18,6 +18,7 @@ from advlab.attacks.core import (
     greedy_l1_step,
     margin_loss,
     project,
+    project_l2,
     random_ball,
     random_start,
     steepest_direction,
@@ -363,3 +364,21 @@ def test_l2_projection_on_mnist_sized_inputs_matches_bisection():
     ref = _bisection_l2(z, x, eps)
     assert (delta - ref).abs().max() < 1e-9
     assert (delta.norm(dim=1) <= eps + 1e-12).all() and ((x + delta) >= 0).all() and ((x + delta) <= 1).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_l2_projection_stopped_early_is_still_feasible_and_exact_when_converged(dtype):
+    """``max_iter`` too small to converge still returns a point of the ball ∩ box; enough rounds match the oracle."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(32, 784, generator=g, dtype=torch.float64)
+    x = torch.where(torch.rand(32, 784, generator=g, dtype=torch.float64) < 0.8, 0.0, x)
+    z = torch.randn(32, 784, generator=g, dtype=torch.float64) * 0.3
+    eps = torch.full((32,), 2.0, dtype=torch.float64)
+    ref = _bisection_l2(z, x, eps)
+    xs, zs, es = x.to(dtype), z.to(dtype), eps.to(dtype)
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for rounds in (1, 2):
+        delta = project_l2(zs, xs, es, max_iter=rounds)
+        assert (delta.norm(dim=1) <= es + tol).all()
+        assert ((xs + delta) >= 0).all() and ((xs + delta) <= 1).all()
+    assert (project_l2(zs, xs, es).double() - ref).abs().max() < (1e-5 if dtype == torch.float32 else 1e-9)

@@ -137,3 +137,8 @@ def test_clean_outputs_drops_widget_state_progress_bars_and_timings():
     assert "widgets" not in out["metadata"] and out["cells"][0]["metadata"] == {}
     kinds = [o.get("data", {}).keys() for o in out["cells"][0]["outputs"]]
     assert len(kinds) == 2 and all(view not in k for k in kinds)
+    # idempotent: the text fallback of a progress bar (left by an older clean) goes too, other text stays
+    out["cells"][0]["outputs"].insert(0, {"output_type": "display_data", "data": {"text/plain": ["b:   0%|  | 0/4"]}})
+    again = course.clean_outputs(json.loads(json.dumps(out)))
+    assert again == course.clean_outputs(json.loads(json.dumps(again)))
+    assert [o.get("data", {}).get("text/plain") for o in again["cells"][0]["outputs"]] == [["VBox(...)"], None]
