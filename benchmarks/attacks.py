@@ -227,19 +227,22 @@ def run_case(
             for lib, table in libs.items()
             if attack in table
         ]
-        for lib, fn in fns:
-            runs, ratios = [], []
-            for _ in range(cfg["reps"]):  # the same number of runs for every library; the median time is reported
-                if cfg["reps"] > 1 and attack.startswith("PGD"):  # the floor, timed just before each run
-                    floor = timed(lambda xs=xs, ys=ys: floor_loop(model, xs, ys, cfg["steps"]), device)[1]
+        # rep-major: every rep runs every library once, so a slow minute on this shared machine hits them all
+        runs: dict[str, list[tuple[Tensor, float]]] = {lib: [] for lib, _ in fns}
+        ratios: dict[str, list[float]] = {lib: [] for lib, _ in fns}
+        for _ in range(cfg["reps"]):
+            if cfg["reps"] > 1 and attack.startswith("PGD"):  # the floor, timed again at every rep
+                floor = timed(lambda xs=xs, ys=ys: floor_loop(model, xs, ys, cfg["steps"]), device)[1]
+            for lib, fn in fns:
                 with contextlib.redirect_stdout(io.StringIO()):
-                    runs.append(timed(fn, device))
+                    runs[lib].append(timed(fn, device))
                 if cfg["reps"] > 1 and attack.startswith("PGD"):
-                    ratios.append(runs[-1][1] / floor)
-            seconds = median([t for _, t in runs])
-            x_adv = runs[-1][0]
+                    ratios[lib].append(runs[lib][-1][1] / floor)
+        for lib, _ in fns:
+            seconds = median([t for _, t in runs[lib]])
+            x_adv = runs[lib][-1][0]
             acc, med = summarize(model, xs, ys, x_adv.to(device))
-            over = median(ratios) if ratios else None
+            over = median(ratios[lib]) if ratios[lib] else None
             rows.append(Row(case, attack, lib, seconds, grad_steps(attack, cfg), n, acc, med, over=over))
             print(f"{case:10s} {attack:9s} {lib:13s} {seconds:8.2f}s acc={acc:.3f} med={med}", file=sys.stderr)
     return rows, step
@@ -255,10 +258,11 @@ def table(rows: list[Row], floors: dict[str, float], device: torch.device, cmd: 
         "Time ratio = the row's time / advlab's time on the same attack, model, images and budget (> 1: slower "
         "than advlab). `advlab early_stop` is the same PGD, stopping each sample at its first success (same robust "
         "accuracy; a weak model costs far fewer steps). "
-        "MNIST times are the median of `--reps` runs of each row (ResNet-18: one run). "
+        "MNIST times are the median of `--reps` runs of each row, the libraries taking turns within each rep "
+        "(ResNet-18: one run). "
         "Throughput counts images × gradient steps per second. Floor = steps × (one forward + one input-gradient "
         "backward on the batch); a PGD row's time / floor is its overhead over it. With several runs per row (MNIST), "
-        "the floor is timed just before each run and the median of the per-run ratios is reported, because this "
+        "the floor is timed again at each rep and the median of the per-run ratios is reported, because this "
         "shared machine's speed drifts by ±10–20% between minutes; ResNet-18 uses one floor timed up front.",
         "",
         "| case | attack | library | n | time (s) | img·steps/s | time ratio to advlab | robust acc. "
