@@ -18,3 +18,8 @@ def test_attack_benchmark_smoke(tmp_path):
     for attack in ("PGD-Linf", "PGD-L2", "FGSM", "CW-L2", "DeepFool"):
         assert f"| {attack} | advlab |" in table
     assert "advlab early_stop" in table and "torchattacks" in table
+    # the targets section restates the PGD rows: one line per norm, with a finite overhead over the floor
+    section = table.split("## PGD against the targets")[1]
+    for attack in ("PGD-Linf", "PGD-L2"):
+        line = next(row for row in section.splitlines() if row.startswith(f"| MNIST CNN | {attack} |"))
+        assert float(line.split(" | ")[2].rstrip("×")) > 0
