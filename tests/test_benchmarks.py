@@ -23,3 +23,14 @@ def test_attack_benchmark_smoke(tmp_path):
     for attack in ("PGD-Linf", "PGD-L2"):
         line = next(row for row in section.splitlines() if row.startswith(f"| MNIST CNN | {attack} |"))
         assert float(line.split(" | ")[2].rstrip("×")) > 0
+
+
+def test_projection_benchmark_smoke_agrees_with_bisection():
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "projection.py"), "--n", "64", "--reps", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| 0.")]
+    assert len(rows) == 2
+    assert all(float(row.split(" | ")[-1].rstrip(" |")) < 1e-4 for row in rows)  # same projection, float32
