@@ -212,7 +212,7 @@ def project_l2(z: Tensor, x: Tensor, eps: Tensor, max_iter: int = 1000) -> Tenso
     moved = True
     for _ in range(max_iter):
         masks(t)
-        a = (free * z2).sum(1)  # both sums direct: 1 - a difference of large sums would lose digits
+        a = (free * z2).sum(1)  # each sum over its own mask: a difference of two large sums would lose digits
         b = (clipped * b2).sum(1)
         t_next = torch.where(a > 0, ((e2 - b).clamp_min(0) / a.clamp_min(1e-30)).sqrt(), torch.ones_like(t))
         t_next = torch.maximum(t, t_next.clamp(max=1.0))
