@@ -51,6 +51,17 @@ def _adam(**kwargs: Any) -> dict[str, Any]:
     return {"batch_size": 128, "optimizer": "adam", "weight_decay": 0.0, **kwargs}
 
 
+def _pgd_at_fit(eps: float, full_step: float | None = None, **attack: Any) -> dict[str, dict[str, Any]]:
+    """Both profiles of Madry et al.'s PGD adversarial training at radius ``eps`` (extra ``attack`` settings such
+    as ``norm`` go to both): fast = 7 steps, 12 epochs with a 3-epoch ε warm-up; full = 40 steps (step
+    ``full_step`` if given), 60 epochs."""
+    step = {} if full_step is None else {"step_size": full_step}
+    return {
+        "fast": _adam(eps=eps, **attack, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
+        "full": _adam(eps=eps, **attack, steps=40, **step, warmup_epochs=5, epochs=60, batch_size=50, lr=1e-3),
+    }
+
+
 def _pgd_eval(eps: float, norm: str | int) -> dict[str, Any]:
     return {
         "pgd_accuracy": {
@@ -89,10 +100,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "arch": _ROBUST_ARCH,
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:pgd_at",
-        "fit": {
-            "fast": _adam(eps=0.3, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
-            "full": _adam(eps=0.3, steps=40, step_size=0.01, warmup_epochs=5, epochs=60, batch_size=50, lr=1e-3),
-        },
+        "fit": _pgd_at_fit(0.3, full_step=0.01),
         "eval": _pgd_eval(0.3, "inf"),
     },
     "mnist-cnn-fgsm-rs": {
@@ -135,10 +143,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "arch": _ROBUST_ARCH,
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:pgd_at",
-        "fit": {
-            "fast": _adam(eps=2.0, norm=2, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
-            "full": _adam(eps=2.0, norm=2, steps=40, warmup_epochs=5, epochs=60, batch_size=50, lr=1e-3),
-        },
+        "fit": _pgd_at_fit(2.0, norm=2),
         "eval": _pgd_eval(2.0, 2),
     },
     # Certified defenses (advlab.lipschitz, advlab.smoothing; see docs/certified.md).
@@ -192,10 +197,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "arch": {"fast": ["mnist_net", {"width": width}], "full": ["madry_cnn", {"width": width}]},
             "data": "mnist",
             "trainer": "advlab.defenses.adversarial:pgd_at",
-            "fit": {
-                "fast": _adam(eps=0.3, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
-                "full": _adam(eps=0.3, steps=40, step_size=0.01, warmup_epochs=5, epochs=60, batch_size=50, lr=1e-3),
-            },
+            "fit": _pgd_at_fit(0.3, full_step=0.01),
             "eval": _pgd_eval(0.3, "inf"),
         }
         for width in (0.125, 0.25, 0.5)
@@ -206,11 +208,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "arch": _ROBUST_ARCH,
             "data": "mnist",
             "trainer": "advlab.defenses.adversarial:pgd_at",
-            "fit": {
-                "fast": _adam(eps=eps, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
-                "full": _adam(eps=eps, steps=40, step_size=eps / 30, warmup_epochs=5, epochs=60, batch_size=50,
-                              lr=1e-3),
-            },
+            "fit": _pgd_at_fit(eps, full_step=eps / 30),
             "eval": _pgd_eval(eps, "inf"),
         }
         for eps in (0.1, 0.2)
