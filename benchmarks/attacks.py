@@ -62,25 +62,18 @@ def timed(fn: Callable[[], Tensor], device: torch.device) -> tuple[Tensor, float
     return out.detach(), time.perf_counter() - start
 
 
-def floor_step(model: nn.Module, x: Tensor, y: Tensor, device: torch.device, reps: int = 9) -> float:
-    """Seconds for one forward + one input-gradient backward on the whole batch (median of reps)."""
-    times = []
-    for _ in range(reps + 1):
-        xr = x.clone().requires_grad_(True)
-
-        def step(xr=xr):
-            return torch.autograd.grad(F.cross_entropy(model(xr), y), xr)[0]
-
-        times.append(timed(step, device)[1])
-    return sorted(times[1:])[len(times[1:]) // 2]
-
-
 def floor_loop(model: nn.Module, x: Tensor, y: Tensor, steps: int) -> Tensor:
     """``steps`` × (one forward + one input-gradient backward): the physical floor of a ``steps``-step attack."""
     for _ in range(steps):
         xr = x.clone().requires_grad_(True)
         grad = torch.autograd.grad(F.cross_entropy(model(xr), y), xr)[0]
     return grad
+
+
+def floor_step(model: nn.Module, x: Tensor, y: Tensor, device: torch.device, reps: int = 9) -> float:
+    """Seconds for one step of :func:`floor_loop` on the whole batch (median of reps, after one warm-up)."""
+    times = [timed(lambda: floor_loop(model, x, y, 1), device)[1] for _ in range(reps + 1)][1:]
+    return sorted(times)[len(times) // 2]
 
 
 def summarize(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> tuple[float, float | None]:
