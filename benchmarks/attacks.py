@@ -43,6 +43,7 @@ class Row:
     robust_accuracy: float | None = None
     median_l2: float | None = None
     over: float | None = None  # best time / best time of the floor loop over the same reps
+    paired: list[float] | None = None  # per rep: this row's time / the floor loop timed just before it
 
     @property
     def throughput(self) -> float:
@@ -220,7 +221,7 @@ def run_case(
         runs: dict[str, list[tuple[Tensor, float]]] = {lib: [] for lib, _ in fns}
         floors: list[float] = []
         for _ in range(cfg["reps"]):
-            if cfg["reps"] > 1 and attack.startswith("PGD"):  # the floor loop, timed again at every rep
+            if attack.startswith("PGD"):  # the floor loop, timed again at every rep
                 floors.append(timed(lambda xs=xs, ys=ys: floor_loop(model, xs, ys, cfg["steps"]), device)[1])
             for lib, fn in fns:
                 with contextlib.redirect_stdout(io.StringIO()):
@@ -230,7 +231,8 @@ def run_case(
             x_adv = runs[lib][-1][0]
             acc, med = summarize(model, xs, ys, x_adv.to(device))
             over = seconds / min(floors) if floors else None
-            rows.append(Row(case, attack, lib, seconds, grad_steps(attack, cfg), n, acc, med, over=over))
+            paired = [t / f for (_, t), f in zip(runs[lib], floors, strict=True)] if floors else None
+            rows.append(Row(case, attack, lib, seconds, grad_steps(attack, cfg), n, acc, med, over=over, paired=paired))
             print(f"{case:10s} {attack:9s} {lib:13s} {seconds:8.2f}s acc={acc:.3f} med={med}", file=sys.stderr)
     return rows, step
 
@@ -245,12 +247,12 @@ def table(rows: list[Row], floors: dict[str, float], device: torch.device, cmd: 
         "Time ratio = the row's time / advlab's time on the same attack, model, images and budget (> 1: slower "
         "than advlab). `advlab early_stop` is the same PGD, stopping each sample at its first success (same robust "
         "accuracy; a weak model costs far fewer steps). "
-        "MNIST times are the best of `--reps` runs of each row (noise only adds time; `timeit` does the same), the "
-        "libraries taking turns within each rep (ResNet-18: one run). "
+        "Times are the best of `--reps` (MNIST) or `--resnet-reps` (ResNet-18) runs of each row (noise only adds "
+        "time; `timeit` does the same), the libraries taking turns within each rep. "
         "Throughput counts images × gradient steps per second. Floor = steps × (one forward + one input-gradient "
-        "backward on the batch); a PGD row's time / floor is its overhead over it. With several runs per row (MNIST), "
-        "the floor loop runs once per rep and its best time is used, because this shared machine's speed drifts by "
-        "±10–20% between minutes; ResNet-18 uses one floor timed up front.",
+        "backward on the batch); a PGD row's time / floor is its overhead over it. For PGD the floor loop runs "
+        "once per rep, just before the libraries' runs, and its best time is used, because this shared machine's "
+        "speed drifts by ±10–20% between minutes.",
         "",
         "| case | attack | library | n | time (s) | img·steps/s | time ratio to advlab | robust acc. "
         "| median L2 of successes | time / floor |",
@@ -281,9 +283,14 @@ def targets(rows: list[Row], floors: dict[str, float]) -> list[str]:
         "less work, since torchattacks itself runs at about the floor: `early_stop` stops each sample at its "
         "first success, which leaves robust accuracy unchanged up to the randomness of the start.",
         "",
-        "| case | attack | advlab / floor | advlab vs torchattacks (throughput) | early_stop vs torchattacks "
+        "The second column divides the best times; the third is the median over reps of advlab's time / the floor "
+        "loop timed just before it in the same rep (the paired ratio, less exposed to the machine's drift), with "
+        "its range.",
+        "",
+        "| case | attack | advlab / floor (best / best) | advlab / floor (paired, median [min–max]) "
+        "| torchattacks / floor (best / best) | advlab vs torchattacks (throughput) | early_stop vs torchattacks "
         "| robust acc. advlab / early_stop / torchattacks |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for case in dict.fromkeys(r.case for r in rows):
         for attack in ("PGD-Linf", "PGD-L2"):
@@ -292,8 +299,13 @@ def targets(rows: list[Row], floors: dict[str, float]) -> list[str]:
                 continue
             ours, fast, ta = got["advlab"], got["advlab early_stop"], got["torchattacks"]
             over = ours.over if ours.over is not None else ours.seconds / (floors[case] * ours.grad_steps)
+            ta_over = ta.over if ta.over is not None else ta.seconds / (floors[case] * ta.grad_steps)
+            paired = "—"
+            if ours.paired:
+                pr = sorted(ours.paired)
+                paired = f"{pr[len(pr) // 2]:.2f}× [{pr[0]:.2f}–{pr[-1]:.2f}]"
             out.append(
-                f"| {case} | {attack} | {over:.2f}× | {ta.seconds / ours.seconds:.2f}× | "
+                f"| {case} | {attack} | {over:.2f}× | {paired} | {ta_over:.2f}× | {ta.seconds / ours.seconds:.2f}× | "
                 f"{ta.seconds / fast.seconds:.2f}× | {ours.robust_accuracy:.3f} / {fast.robust_accuracy:.3f} / "
                 f"{ta.robust_accuracy:.3f} |"
             )
@@ -306,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script, not a benchmark")
     parser.add_argument("--cases", default="mnist,resnet", help="comma-separated: mnist, resnet")
     parser.add_argument("--reps", type=int, default=3, help="runs per MNIST row; the best time is reported")
+    parser.add_argument("--resnet-reps", type=int, default=1, help="runs per ResNet-18 row (several minutes each)")
     parser.add_argument("--out", default="docs/benchmarks.md", help="markdown output file, or - for stdout")
     args = parser.parse_args(argv)
     device = torch.device(args.device) if args.device else advlab.device()
@@ -351,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             "cw_steps": 2 if q else 20,
             "df_steps": 2 if q else 20,
             "n_df": 8 if q else 32,
-            "reps": 1,  # a minute per run on CPU
+            "reps": 1 if q else args.resnet_reps,  # a minute or more per run on CPU
         }
         which = list(advlab_attacks()) if device.type == "cuda" or q else ["PGD-Linf", "PGD-L2", "FGSM"]
         r, floors["ResNet-18"] = run_case("ResNet-18", model, x, y, cfg, which, device)

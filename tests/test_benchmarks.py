@@ -1,5 +1,6 @@
 """The benchmark script runs end to end (tiny sizes; no timing is asserted)."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,11 @@ def test_attack_benchmark_smoke(tmp_path):
     section = table.split("## PGD against the targets")[1]
     for attack in ("PGD-Linf", "PGD-L2"):
         line = next(row for row in section.splitlines() if row.startswith(f"| MNIST CNN | {attack} |"))
-        assert float(line.split(" | ")[2].rstrip("×")) > 0
+        cells = line.split(" | ")
+        assert float(cells[2].rstrip("×")) > 0
+        # the paired ratio: median [min–max] over reps of advlab's time / the floor timed just before it
+        median, lo, hi = (float(v) for v in re.findall(r"[0-9.]+", cells[3]))
+        assert 0 < lo <= median <= hi
 
 
 def test_projection_benchmark_smoke_agrees_with_bisection():

@@ -67,7 +67,10 @@ def _run(
         succ = is_success(logits, ya, targeted)
         if active is None:
             upd = _better(value, succ, best_loss, best_succ)
-            torch.where(per_sample(upd, x), x_adv, best_x, out=best_x)  # in place: no new (N, *) tensor per step
+            # best_x ← x_adv where upd, in place with a 0/1 float mask: exact (v·1 + w·0 = v) and on CPU several
+            # times cheaper than torch.where with a broadcast bool mask
+            m = per_sample(upd.to(x.dtype), x)
+            best_x.mul_(1 - m).addcmul_(x_adv, m)
             best_loss = torch.where(upd, value, best_loss)
             best_succ = best_succ | succ
         else:
@@ -129,7 +132,10 @@ def pgd(
         norm: ``"inf"``, ``2`` or ``1``.
         steps: gradient steps per restart.
         step_size: absolute step (scalar or (N,)); default ``2.5 · eps / steps``.
-        random_start: start uniformly in the ball (Madry's PGD); ``False`` is BIM / I-FGSM.
+        random_start: start uniformly in the ball (Madry's PGD); ``False`` is BIM / I-FGSM, whose first
+            iterate is x itself. The candidates for the best iterate are the iterates of the runs: with a random
+            start x is not one of them (an input that is already misclassified may come back as a failure if no
+            iterate near it is; :func:`advlab.eval.robust_accuracy` counts such inputs as broken anyway).
         restarts: number of runs; runs after the first only attack samples that are still not broken.
         targeted: make the model predict y instead of anything but y.
         loss: ``"ce"`` (cross-entropy), ``"margin"`` (CW: ``max_{j≠y} z_j - z_y``) or ``"dlr"`` (Croce & Hein).
@@ -163,12 +169,13 @@ def pgd(
             raise AdvlabError(f"step_size must be > 0, a scalar or one per sample; got {step_size!r}.")
         alpha = alpha.flatten().expand(len(x)).clone() if alpha.numel() == 1 else alpha.flatten()
     with eval_mode(model):
-        with torch.no_grad():
-            logits = model(x)
-        check_logits(logits, y)
+        with torch.no_grad():  # shape, label range and softmax checks on one input: cheap, before any loss
+            check_logits(model(x[:1]), y)
+        # no clean forward: without a random start the first iterate is x itself and is evaluated in the loop;
+        # with one, x is not an iterate of the run (Madry et al.), and ε = 0 makes the start x again
         best_x = x.clone()
-        best_loss = attack_loss(logits, y, loss, targeted)
-        best_succ = is_success(logits, y, targeted)
+        best_loss = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
+        best_succ = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for r in range(int(restarts)):
             idx = torch.arange(len(x), device=x.device) if r == 0 else (~best_succ).nonzero().squeeze(1)
             if idx.numel() == 0:
