@@ -39,3 +39,20 @@ def test_projection_benchmark_smoke_agrees_with_bisection():
     rows = [line for line in run.stdout.splitlines() if line.startswith("| 0.")]
     assert len(rows) == 2
     assert all(float(row.split(" | ")[-1].rstrip(" |")) < 1e-4 for row in rows)  # same projection, float32
+
+
+def test_gpu_check_says_what_it_needs_and_survives_a_timeout(monkeypatch):
+    import importlib.util
+    import os
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    # a step that runs past its limit comes back as exit 124 with a message, not as an exception
+    slow = gpu_check._run([sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), 1, capture=True)
+    assert slow.returncode == 124 and "ran past 1 s" in slow.stdout
+    # without CUDA it refuses with exit 2 and says so, instead of benchmarking the CPU under a GPU title
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert gpu_check.main([]) == 2
