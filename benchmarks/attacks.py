@@ -42,8 +42,8 @@ class Row:
     n: int
     robust_accuracy: float | None = None
     median_l2: float | None = None
-    over: float | None = None  # best time / best time of the floor loop over the same reps
-    paired: list[float] | None = None  # per rep: this row's time / the floor loop timed just before it
+    over: float | None = None  # PGD: best time / best time of the floor loop over the same reps
+    paired: list[float] | None = None  # PGD, per rep: this row's time / the floor loop timed just before it
 
     @property
     def throughput(self) -> float:
@@ -69,12 +69,6 @@ def floor_loop(model: nn.Module, x: Tensor, y: Tensor, steps: int) -> Tensor:
         xr = x.clone().requires_grad_(True)
         grad = torch.autograd.grad(F.cross_entropy(model(xr), y), xr)[0]
     return grad
-
-
-def floor_step(model: nn.Module, x: Tensor, y: Tensor, device: torch.device, reps: int = 9) -> float:
-    """Seconds for one step of :func:`floor_loop` on the whole batch (median of reps, after one warm-up)."""
-    times = [timed(lambda: floor_loop(model, x, y, 1), device)[1] for _ in range(reps + 1)][1:]
-    return sorted(times)[len(times) // 2]
 
 
 def summarize(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> tuple[float, float | None]:
@@ -189,12 +183,11 @@ def grad_steps(attack: str, cfg: dict) -> int:
 
 def run_case(
     case: str, model: nn.Module, x: Tensor, y: Tensor, cfg: dict, which: list[str], device: torch.device
-) -> tuple[list[Row], float]:
+) -> list[Row]:
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
     rows: list[Row] = []
-    step = floor_step(model, x, y, device)
     libs = peers(model, device, tuple(x.shape[1:]))
     for attack in which:
         n = cfg["n_df"] if attack in ("DeepFool", "CW-L2") else len(x)
@@ -247,10 +240,10 @@ def run_case(
             paired = [t / f for (_, t), f in zip(runs[lib], floors, strict=True)] if floors else None
             rows.append(Row(case, attack, lib, seconds, grad_steps(attack, cfg), n, acc, med, over=over, paired=paired))
             print(f"{case:10s} {attack:9s} {lib:13s} {seconds:8.2f}s acc={acc:.3f} med={med}", file=sys.stderr)
-    return rows, step
+    return rows
 
 
-def table(rows: list[Row], floors: dict[str, float], device: torch.device, cmd: str) -> str:
+def table(rows: list[Row], device: torch.device, cmd: str) -> str:
     lines = [
         "# Attack benchmark",
         "",
@@ -275,18 +268,16 @@ def table(rows: list[Row], floors: dict[str, float], device: torch.device, cmd: 
     for r in rows:
         ours = next(o for o in rows if o.case == r.case and o.attack == r.attack and o.library == "advlab")
         ratio = f"{r.seconds / ours.seconds:.2f}"
-        floor = floors[r.case] * r.grad_steps * (r.n / max(o.n for o in rows if o.case == r.case))
-        ratio_to_floor = r.over if r.over is not None else r.seconds / floor
-        over = f"{ratio_to_floor:.2f}×" if r.attack.startswith("PGD") else ""
+        over = f"{r.over:.2f}×" if r.over is not None else ""
         med = f"{r.median_l2:.3f}" if r.median_l2 is not None else "—"
         lines.append(
             f"| {r.case} | {r.attack} | {r.library} | {r.n} | {r.seconds:.2f} | {r.throughput:,.0f} | {ratio} | "
             f"{r.robust_accuracy:.3f} | {med} | {over} |"
         )
-    return "\n".join(lines + targets(rows, floors)) + "\n"
+    return "\n".join(lines + targets(rows)) + "\n"
 
 
-def targets(rows: list[Row], floors: dict[str, float]) -> list[str]:
+def targets(rows: list[Row]) -> list[str]:
     """The issue's two PGD targets, read off the rows above (so a re-run re-states them honestly)."""
     out = [
         "",
@@ -320,17 +311,11 @@ def targets(rows: list[Row], floors: dict[str, float]) -> list[str]:
             ours, fast, bim, ta = (
                 got[k] for k in ("advlab", "advlab early_stop", "advlab BIM early_stop", "torchattacks")
             )
-            over = ours.over if ours.over is not None else ours.seconds / (floors[case] * ours.grad_steps)
-            ta_over = ta.over if ta.over is not None else ta.seconds / (floors[case] * ta.grad_steps)
-            paired = "—"
-            if ours.paired:
-                pr = sorted(ours.paired)
-                paired = f"{pr[len(pr) // 2]:.2f}× [{pr[0]:.2f}–{pr[-1]:.2f}]"
-            out.append(
-                f"| {case} | {attack} | {over:.2f}× | {paired} | {ta_over:.2f}× | {ta.seconds / ours.seconds:.2f}× | "
-                f"{ta.seconds / fast.seconds:.2f}× | {ta.seconds / bim.seconds:.2f}× | {ours.robust_accuracy:.3f} / "
-                f"{fast.robust_accuracy:.3f} / {bim.robust_accuracy:.3f} / {ta.robust_accuracy:.3f} |"
-            )
+            pr = sorted(ours.paired)  # timed against the floor at every rep
+            paired = f"{pr[len(pr) // 2]:.2f}× [{pr[0]:.2f}–{pr[-1]:.2f}]"
+            speed = " | ".join(f"{ta.seconds / r.seconds:.2f}×" for r in (ours, fast, bim))
+            accs = " / ".join(f"{r.robust_accuracy:.3f}" for r in (ours, fast, bim, ta))
+            out.append(f"| {case} | {attack} | {ours.over:.2f}× | {paired} | {ta.over:.2f}× | {speed} | {accs} |")
     return out
 
 
@@ -346,7 +331,6 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device) if args.device else advlab.device()
     advlab.seed_everything(0, deterministic=False)
     rows: list[Row] = []
-    floors: dict[str, float] = {}
     q = args.quick
     if "mnist" in args.cases:
         x, y, _ = data.load("mnist", "test", n=16 if q else 1000)
@@ -364,10 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             "n_df": 8 if q else 200,
             "reps": 1 if q else args.reps,
         }
-        r, floors["MNIST CNN"] = run_case(
-            "MNIST CNN", model, x.to(device), y.to(device), cfg, list(advlab_attacks()), device
-        )
-        rows += r
+        rows += run_case("MNIST CNN", model, x.to(device), y.to(device), cfg, list(advlab_attacks()), device)
     if "resnet" in args.cases:
         advlab.seed_everything(0, deterministic=False)
         model = models.preact_resnet18().to(device).eval()
@@ -389,11 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             "reps": 1 if q else args.resnet_reps,  # a minute or more per run on CPU
         }
         which = list(advlab_attacks()) if device.type == "cuda" or q else ["PGD-Linf", "PGD-L2", "FGSM"]
-        r, floors["ResNet-18"] = run_case("ResNet-18", model, x, y, cfg, which, device)
-        rows += r
-    md = table(
-        rows, floors, device, "python benchmarks/attacks.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    )
+        rows += run_case("ResNet-18", model, x, y, cfg, which, device)
+    md = table(rows, device, "python benchmarks/attacks.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     if args.out == "-":
         print(md)
     else:
