@@ -17,8 +17,10 @@ from advlab.config import (
     AdvlabError,
     cache_dir,
     device,
+    generator,
     offline,
     profile,
+    seed,
     seed_everything,
     set_profile,
 )
@@ -63,8 +65,10 @@ __all__ = [
     "__version__",
     "cache_dir",
     "device",
+    "generator",
     "offline",
     "profile",
+    "seed",
     "seed_everything",
     "set_profile",
 ]

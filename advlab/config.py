@@ -8,11 +8,20 @@ ADVLAB_PROFILE ``fast`` (default: CPU-sized, offline) or ``full`` (paper-sized)
 ADVLAB_CACHE   cache directory for models and downloads (``~/.cache/advlab``)
 ADVLAB_DATA    a folder that already holds dataset files (checked first)
 ADVLAB_OFFLINE ``1`` forbids every download attempt
+ADVLAB_SEED    the course's base seed (default 0): :func:`seed`, :func:`generator`, :func:`seed_everything`
+ADVLAB_JITTER  relative noise added to the weights of every zoo model and every model :func:`advlab.train.fit`
+               starts from (default 0: none), e.g. ``1e-6``: it moves the last bits of the arithmetic
 ============== ==========================================================
+
+The last two exist to test the course, not to use it. ``make test`` runs the notebooks once more with
+``ADVLAB_JITTER=1e-6`` (every checked output must reproduce exactly: an output that flips sits on a rounding
+edge and would flip on another CPU) and once with ``ADVLAB_SEED=1`` (only the notebooks' claims, their
+asserts, must hold).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from pathlib import Path
@@ -44,11 +53,76 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def seed_everything(seed: int = 0, deterministic: bool = True) -> torch.Generator:
+def _env_number(name: str, cast: type, default: float) -> float:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return cast(value)
+    except ValueError as err:
+        example = cast(default)
+        raise AdvlabError(f"{name}={value!r} is not a {cast.__name__}; unset it or give e.g. {example!r}.") from err
+
+
+def seed(offset: int = 0) -> int:
+    """The course's seed ``ADVLAB_SEED`` (default 0) plus ``offset``.
+
+    The notebooks derive every seed they use from this one, so that the whole course can be re-run with other
+    random starts, noise draws and training runs (``ADVLAB_SEED=1``) to check that its claims do not hang on one
+    draw.
+    """
+    return _course_seed() + int(offset)
+
+
+def _course_seed() -> int:
+    return int(_env_number("ADVLAB_SEED", int, 0))
+
+
+def generator(offset: int = 0) -> torch.Generator:
+    """A fresh CPU ``torch.Generator`` seeded with :func:`seed` ``(offset)``.
+
+    Attacks draw their random starts on the CPU from it, so a seeded call gives the same result on every device.
+    """
+    return torch.Generator().manual_seed(seed(offset))
+
+
+def weight_jitter() -> float:
+    """``ADVLAB_JITTER``: the relative weight noise of :func:`jitter_weights` (0, the default, means none)."""
+    rel = float(_env_number("ADVLAB_JITTER", float, 0.0))
+    if not (math.isfinite(rel) and 0.0 <= rel <= 1e-2):
+        raise AdvlabError(f"ADVLAB_JITTER={rel!r}: give a relative noise level in [0, 0.01], e.g. 1e-6, or unset it.")
+    return rel
+
+
+@torch.no_grad()
+def jitter_weights(model: torch.nn.Module) -> torch.nn.Module:
+    """Multiply every floating-point parameter and buffer of ``model`` by ``1 + ε·z`` (z ~ N(0, 1), ε =
+    :func:`weight_jitter`), in place; a no-op when ``ADVLAB_JITTER`` is unset.
+
+    A test switch: it changes the last bits of every computation the way another CPU's kernels would (float32
+    has a relative precision of 6e-8, so ε = 1e-6 moves each weight by a few units in the last place). The noise
+    comes from a private generator with a fixed seed, so jittered runs are reproducible and the caller's random
+    state is untouched.
+    """
+    rel = weight_jitter()
+    if rel == 0.0:
+        return model
+    gen = torch.Generator().manual_seed(20_261_205)
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.is_floating_point() and tensor.numel():
+            z = torch.randn(tensor.shape, generator=gen, dtype=torch.float64)
+            tensor.mul_((1.0 + rel * z).to(device=tensor.device, dtype=tensor.dtype))
+    return model
+
+
+def seed_everything(seed: int | None = None, deterministic: bool = True) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices); optionally ask for deterministic kernels.
 
-    Returns a CPU ``torch.Generator`` seeded with ``seed`` for code that wants its own stream.
+    ``seed=None`` takes the course's seed, :func:`seed` ``()`` (``ADVLAB_SEED``, default 0). Returns a CPU
+    ``torch.Generator`` seeded with the same value for code that wants its own stream.
     """
+    if seed is None:
+        seed = _course_seed()
     random.seed(seed)
     np.random.seed(seed % 2**32)  # noqa: NPY002 - seeds the legacy global stream on purpose
     torch.manual_seed(seed)

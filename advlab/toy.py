@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advlab import config
 from advlab.config import AdvlabError
 
 __all__ = [
@@ -266,6 +267,7 @@ def train_spheres(
     """
     dev = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed)
+    config.jitter_weights(model)  # ADVLAB_JITTER (a test switch; no-op by default)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     with torch.enable_grad():
@@ -504,6 +506,7 @@ def toy2d_mlp(
         torch.manual_seed(seed)
         # inputs are uniform in [0, 1]²: mean 0.5, standard deviation 1/√12 ≈ 0.29 per coordinate
         model = models.mlp(in_shape=(2,), classes=2, hidden=hidden, depth=2, mean=(0.5, 0.5), std=(0.29, 0.29))
+    config.jitter_weights(model)  # ADVLAB_JITTER (a test switch; no-op by default)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     threads = torch.get_num_threads()

@@ -112,7 +112,7 @@ def fit(
     dev = torch.device(device) if device is not None else config.device()
     config.seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
-    model.to(dev)
+    config.jitter_weights(model.to(dev))  # ADVLAB_JITTER (a test switch; no-op by default)
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     steps_per_epoch = (len(x) + batch_size - 1) // batch_size
     total = epochs * steps_per_epoch

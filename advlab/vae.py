@@ -140,7 +140,7 @@ def fit_vae(
         raise AdvlabError(f"Labels must lie in [0, {vae.classes}) for a VAE with {vae.classes} classes.")
     dev = torch.device(device) if device is not None else config.device()
     gen = torch.Generator().manual_seed(seed)
-    vae.to(dev)
+    config.jitter_weights(vae.to(dev))  # ADVLAB_JITTER (a test switch; no-op by default)
     opt = torch.optim.Adam(vae.parameters(), lr=lr)
     steps = (len(x) + batch_size - 1) // batch_size
     from tqdm.auto import tqdm

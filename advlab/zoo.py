@@ -318,9 +318,12 @@ def load(name: str, *, profile: str | None = None, retrain: bool = False, progre
     if not retrain:
         for folder in (SHIPPED, cached):
             if _try_load(model, folder / f"{stem}.pt", folder / f"{stem}.json", key) is not None:
-                return model.to(config.device()).eval()
+                return config.jitter_weights(model).to(config.device()).eval()
+    if config.weight_jitter():
+        raise AdvlabError(f"ADVLAB_JITTER is set: it perturbs stored models for a test run, and {name!r} is not "
+                          "stored yet. Unset ADVLAB_JITTER to train and cache it first.")
     save(model, name, profile, key, record, cached, progress=progress)
-    return model.to(config.device()).eval()
+    return config.jitter_weights(model).to(config.device()).eval()
 
 
 def train_entry(model: nn.Module, name: str, profile: str, progress: bool = True) -> dict[str, Any]:

@@ -59,3 +59,87 @@ def test_every_listed_submodule_loads_lazily():
         assert getattr(advlab, name).__name__ == f"advlab.{name}"
     with pytest.raises(AttributeError):
         advlab.not_a_module  # noqa: B018
+
+
+def test_course_seed_comes_from_advlab_seed(monkeypatch):
+    monkeypatch.delenv("ADVLAB_SEED", raising=False)
+    assert advlab.seed() == 0 and advlab.seed(3) == 3
+    monkeypatch.setenv("ADVLAB_SEED", "5")
+    assert advlab.seed() == 5 and advlab.seed(2) == 7
+    expected = torch.rand(4, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(torch.rand(4, generator=advlab.generator(1)), expected)
+    advlab.seed_everything()  # None: the course seed
+    a = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(a, torch.rand(3))
+    monkeypatch.setenv("ADVLAB_SEED", "one")
+    with pytest.raises(advlab.AdvlabError, match="ADVLAB_SEED"):
+        advlab.seed()
+
+
+def _mlp():
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+
+
+def test_jitter_is_off_by_default(monkeypatch):
+    monkeypatch.delenv("ADVLAB_JITTER", raising=False)
+    model, ref = _mlp(), _mlp()
+    config.jitter_weights(model)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+
+
+def test_jitter_moves_last_bits_reproducibly_and_privately(monkeypatch):
+    monkeypatch.setenv("ADVLAB_JITTER", "1e-6")
+    ref = _mlp()
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    a, b = config.jitter_weights(_mlp()), config.jitter_weights(_mlp())
+    assert torch.equal(torch.random.get_rng_state(), before), "the caller's random state must not change"
+    moved = 0
+    for (name, pa), pb, p0 in zip(a.state_dict().items(), b.state_dict().values(), ref.state_dict().values()):
+        assert torch.equal(pa, pb), f"{name}: jitter must be the same on every call"
+        if not p0.is_floating_point():
+            assert torch.equal(pa, p0), f"{name}: integer buffers are left alone"
+            continue
+        rel = ((pa - p0).abs() / p0.abs().clamp_min(1e-30)).max().item()
+        assert rel < 1e-5, f"{name}: jitter of 1e-6 moved a value by {rel:.1e} (relative)"
+        moved += int(not torch.equal(pa, p0))
+    assert moved >= 4, "the weights, biases and batch-norm statistics should all move"
+
+
+@pytest.mark.parametrize("value", ["-1e-6", "0.5", "nan", "tiny"])
+def test_jitter_rejects_bad_levels(monkeypatch, value):
+    monkeypatch.setenv("ADVLAB_JITTER", value)
+    with pytest.raises(advlab.AdvlabError, match="ADVLAB_JITTER"):
+        config.jitter_weights(_mlp())
+
+
+def test_zoo_models_and_training_are_jittered(monkeypatch):
+    from advlab import data, train, zoo
+
+    monkeypatch.delenv("ADVLAB_JITTER", raising=False)
+    plain = zoo.load("mnist-logistic", progress=False)
+    monkeypatch.setenv("ADVLAB_JITTER", "1e-6")
+    jittered = zoo.load("mnist-logistic", progress=False)
+    diffs = [(p - q).abs().max().item() for p, q in zip(plain.parameters(), jittered.parameters())]
+    assert 0 < max(diffs) < 1e-4
+    x, y, _ = data.load("mnist", "train", n=64)
+    runs = []
+    for level in ("0", "1e-6"):
+        monkeypatch.setenv("ADVLAB_JITTER", level)
+        model = zoo.build("mnist-logistic")
+        train.fit(model, x, y, epochs=1, progress=False)
+        runs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert not torch.equal(*runs), "train.fit must start from jittered weights"
+
+
+def test_zoo_refuses_to_train_and_cache_under_jitter(monkeypatch, tmp_path):
+    from advlab import zoo
+
+    monkeypatch.setenv("ADVLAB_CACHE", str(tmp_path))
+    monkeypatch.setenv("ADVLAB_JITTER", "1e-6")
+    with pytest.raises(advlab.AdvlabError, match="ADVLAB_JITTER"):
+        zoo.load("mnist-logistic", retrain=True, progress=False)
+    assert not list(tmp_path.rglob("*.pt"))

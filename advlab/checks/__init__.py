@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 
+from advlab.checks._claims import claims
 from advlab.checks._core import TASKS, Mismatch, Task, check, register
 
 # One module per course section; each registers its tasks on import. A module adds tasks by decorating
@@ -37,5 +38,5 @@ for _module in SECTIONS.values():
     importlib.import_module(f"advlab.checks.{_module}")
 globals().update({task.check.__name__: task.check for task in TASKS.values()})
 
-__all__ = ["SECTIONS", "TASKS", "Mismatch", "Task", "check", "register"]
+__all__ = ["SECTIONS", "TASKS", "Mismatch", "Task", "check", "claims", "register"]
 __all__ += sorted(task.check.__name__ for task in TASKS.values())

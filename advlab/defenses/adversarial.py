@@ -379,7 +379,7 @@ def free_at(
     dev = torch.device(device) if device is not None else config.device()
     config.seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
-    model.to(dev)
+    config.jitter_weights(model.to(dev))  # ADVLAB_JITTER (a test switch; no-op by default)
     opt = train.make_optimizer(model, optimizer, lr, weight_decay)
     passes = max(1, math.ceil(epochs / m))
     steps_per_pass = (len(x) + batch_size - 1) // batch_size
