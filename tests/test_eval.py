@@ -12,7 +12,7 @@ from torch import nn
 from advlab import AdvlabError
 from advlab.attacks import bim, fgsm
 from advlab.attacks.result import AttackResult, lp_norm
-from advlab.eval import RobustnessReport, default_attacks, robust_accuracy, sanity_checks
+from advlab.eval import RobustnessReport, autoattack_attacks, pgd_attacks, robust_accuracy, sanity_checks
 
 EPS = 0.1
 
@@ -100,20 +100,47 @@ def test_cheating_attacks_are_caught(batch):
         robust_accuracy(model, x, y, EPS, attacks=[])
 
 
-def test_default_attacks_and_train_mode_model(batch):
+def test_pgd_chain_and_train_mode_model(batch):
     model, x, y = batch
     x, y = x[:32], y[:32]
-    assert list(default_attacks(steps=5, restarts=2)) == ["fgsm", "pgd-ce-5", "pgd-margin-5x2"]
+    assert list(pgd_attacks(steps=5, restarts=2)) == ["fgsm", "pgd-ce-5", "pgd-margin-5x2"]
     model.train()
     try:
         with pytest.warns(UserWarning, match="train mode"):
-            rep = robust_accuracy(model, x, y, EPS, attacks=default_attacks(steps=10, restarts=2))
+            rep = robust_accuracy(model, x, y, EPS, attacks=pgd_attacks(steps=10, restarts=2))
         assert model.training
     finally:
         model.eval()
     single = robust_accuracy(model, x, y, EPS, attacks={"fgsm": ATTACKS["fgsm"]})
     assert rep.robust_accuracy <= single.robust_accuracy
     assert rep.robust_accuracy < rep.clean_accuracy
+
+
+def test_the_default_is_the_autoattack_grade_chain(mnist_test):
+    from advlab import zoo
+
+    x, y = mnist_test
+    x, y = x[:64], y[:64]
+    model = zoo.load("mnist-cnn-pgd", progress=False)
+    assert list(autoattack_attacks(steps=10, n_target_classes=2, queries=50)) == [
+        "apgd-ce-10", "apgd-t-10x2", "square-50"]
+    default = robust_accuracy(model, x, y, 0.3)
+    assert [a.name for a in default.attacks] == list(autoattack_attacks()) and default.eot == 1
+    naive = robust_accuracy(model, x, y, 0.3, attacks="pgd")
+    assert [a.name for a in naive.attacks] == list(pgd_attacks())
+    # per-sample: the AutoAttack-grade chain breaks (almost) everything the naive chain breaks, and more overall
+    assert int((default.robust & ~naive.robust).sum()) <= 1
+    assert default.robust_accuracy <= naive.robust_accuracy
+    with pytest.raises(AdvlabError, match="Unknown attack chain"):
+        robust_accuracy(model, x, y, 0.3, attacks="strongest")
+
+
+def test_random_models_are_evaluated_with_eot(batch):
+    model, x, y = batch
+    noisy = nn.Sequential(Noisy(), model).eval()
+    rep = robust_accuracy(noisy, x[:16], y[:16], EPS)
+    assert rep.eot == 20 and all("eot20" in a.name for a in rep.attacks)
+    assert "gradients averaged over 20 draws" in rep.summary()
 
 
 # ----------------------------------------------------------------------------------------------------- sanity checks

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks.core import attack_loss, check_loss, is_success, loss_and_grad, per_sample, project
+from advlab.attacks.core import Objective, attack_loss, check_loss, is_success, loss_and_grad, per_sample, project
 from advlab.attacks.core import random_start as _random_start
 from advlab.attacks.core import steepest_direction as _direction
 from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, finish, parse_norm
@@ -36,7 +36,7 @@ def _run(
     steps: int,
     start: bool,
     targeted: bool,
-    loss: str,
+    loss: str | Objective,
     l1_fraction: float,
     generator: torch.Generator | None,
     early_stop: bool = False,
@@ -112,7 +112,7 @@ def pgd(
     random_start: bool = True,
     restarts: int = 1,
     targeted: bool = False,
-    loss: str = "ce",
+    loss: str | Objective = "ce",
     l1_fraction: float = 0.01,
     generator: torch.Generator | None = None,
     early_stop: bool = False,
@@ -138,7 +138,8 @@ def pgd(
             iterate near it is; :func:`advlab.eval.robust_accuracy` counts such inputs as broken anyway).
         restarts: number of runs; runs after the first only attack samples that are still not broken.
         targeted: make the model predict y instead of anything but y.
-        loss: ``"ce"`` (cross-entropy), ``"margin"`` (CW: ``max_{j≠y} z_j - z_y``) or ``"dlr"`` (Croce & Hein).
+        loss: ``"ce"`` (cross-entropy), ``"margin"`` (CW: ``max_{j≠y} z_j - z_y``), ``"dlr"`` (Croce & Hein), or a
+            callable objective ``fn(logits, y) -> (N,)`` to maximise (:data:`advlab.attacks.core.Objective`).
         l1_fraction: fraction of coordinates updated per L1 step.
         generator: optional ``torch.Generator`` for the random starts (reproducibility).
         early_stop: stop attacking a sample at its first success (it keeps that iterate). Robust accuracy is

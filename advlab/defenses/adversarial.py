@@ -678,17 +678,17 @@ def table(n: int = 1000, steps: int = 40, restarts: int = 1, strong: bool = Fals
     """Markdown table of clean and robust accuracy of the zoo's defended MNIST models on the first n test images.
 
     Robust accuracy is :func:`pgd_accuracy` (PGD on cross-entropy, ``steps`` steps, ``restarts`` random starts), the
-    same metric the zoo records when it builds the models. ``strong=True`` instead takes the per-sample worst case
-    over FGSM, PGD-CE and PGD-margin with ``restarts`` restarts (:func:`advlab.eval.default_attacks`). Training times
+    same metric the zoo records when it builds the models. ``strong=True`` instead takes the AutoAttack-grade
+    default of :func:`advlab.eval.robust_accuracy` (APGD-CE, APGD-T, Square; per-sample worst case). Training times
     are the zoo's records (a CPU shared with other jobs, so only roughly comparable).
     """
     from advlab import data, zoo
-    from advlab.eval import default_attacks, robust_accuracy
+    from advlab.eval import robust_accuracy
 
     x, y, _ = data.load("mnist", "test", n=n)
     dev = config.device()
     x, y = x.to(dev), y.to(dev)
-    head = "worst case of FGSM, PGD-CE, PGD-margin" if strong else f"PGD-{steps}, {restarts} restart(s)"
+    head = "AutoAttack-grade: APGD-CE, APGD-T, Square" if strong else f"PGD-{steps}, {restarts} restart(s)"
     lines = [
         f"| Model | zoo name | ε (norm) | Clean accuracy | PGD accuracy ({head}) | Training time |",
         "|---|---|---|---|---|---|",
@@ -696,7 +696,7 @@ def table(n: int = 1000, steps: int = 40, restarts: int = 1, strong: bool = Fals
     for label, name, eps, norm in TABLE_MODELS:
         model = zoo.load(name)
         if strong:
-            rep = robust_accuracy(model, x, y, eps, norm, attacks=default_attacks(steps, restarts, seed))
+            rep = robust_accuracy(model, x, y, eps, norm, seed=seed)
             robust = rep.robust_accuracy
         else:
             robust = pgd_accuracy(model, x, y, eps, norm, steps=steps, restarts=restarts, seed=seed)
