@@ -21,9 +21,9 @@ from advlab.attacks.apgd import apgd
 from advlab.attacks.core import loss_and_grad, random_start
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.pgd import pgd
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, lp_norm, parse_norm
-from advlab.attacks.result import predict as _predict
+from advlab.attacks.result import AttackResult
 from advlab.attacks.square import square
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, lp_norm, parse_norm
 from advlab.config import AdvlabError, profile
 
 AttackFn = Callable[[nn.Module, Tensor, Tensor, Tensor, float], AttackResult]
@@ -113,7 +113,7 @@ CHAINS: dict[str, Callable[..., dict[str, AttackFn]]] = {"autoattack": autoattac
 
 def _is_random(model: nn.Module, x: Tensor) -> bool:
     """True when two eval-mode forward passes on the same inputs differ (randomness at inference)."""
-    a, b = _predict(model, x), _predict(model, x)
+    a, b = logits_of(model, x), logits_of(model, x)
     return bool((a - b).abs().max() > 1e-5 * max(1.0, a.abs().max().item()))
 
 
@@ -138,10 +138,10 @@ def random_noise(
         done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
         for _ in range(int(draws)):
             cand = (x + random_start(x, eps_t, p, generator)).clamp(0, 1)
-            hit = (_predict(model, cand).argmax(1) != y) & ~done
+            hit = (logits_of(model, cand).argmax(1) != y) & ~done
             best[hit] = cand[hit]
             done |= hit
-        pred = _predict(model, best).argmax(1)
+        pred = logits_of(model, best).argmax(1)
         return AttackResult(x_adv=best, success=pred != y, norms=lp_norm(best - x, p), pred=pred, norm=p)
 
 
@@ -290,7 +290,7 @@ def robust_accuracy(
                 items = _named(CHAINS[chain](seed=seed))
         else:
             items = _named(attacks)
-        logits = _predict(model, x)
+        logits = logits_of(model, x)
         check_logits(logits, y)
         correct = logits.argmax(1) == y
         robust = correct.clone()
@@ -307,7 +307,7 @@ def robust_accuracy(
                 res = fn(model, x[idx], y[idx], eps_t[idx], p)
                 stats[k][2] += time.perf_counter() - t0
                 adv = _checked(name, res, x[idx], eps_t[idx], p, tol)
-                broken = _predict(model, adv).argmax(1) != y[idx]
+                broken = logits_of(model, adv).argmax(1) != y[idx]
                 hit = idx[broken]
                 robust[hit] = False
                 broken_by[hit] = k
@@ -390,7 +390,7 @@ class SanityReport:
 
 
 def _acc(model: nn.Module, x_adv: Tensor, y: Tensor) -> float:
-    return (_predict(model, x_adv).argmax(1) == y).float().mean().item()
+    return (logits_of(model, x_adv).argmax(1) == y).float().mean().item()
 
 
 def _unbounded_eps(x: Tensor, p: float) -> float:
@@ -447,9 +447,9 @@ def sanity_checks(
 
     checks: list[Check] = []
     with eval_mode(model):
-        out1 = _predict(model, x)
+        out1 = logits_of(model, x)
         check_logits(out1, y)
-        out2 = _predict(model, x)
+        out2 = logits_of(model, x)
 
         rows = out1.float()
         tol = tol + 1e-9  # accuracies are multiples of 1/N: keep the comparisons exact under float rounding

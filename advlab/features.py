@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from advlab import config, data, models, train, zoo
 from advlab.attacks import next_class, pgd, random_targets
-from advlab.attacks.result import check_inputs, eval_mode
+from advlab.attacks.tensors import check_inputs, eval_mode
 from advlab.config import AdvlabError
 
 # --------------------------------------------------------------------------------------------- representations

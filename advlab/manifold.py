@@ -42,7 +42,8 @@ from torch import Tensor, nn
 from advlab import config, models, train
 from advlab.attacks.core import attack_loss, is_success
 from advlab.attacks.pgd import pgd
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode
+from advlab.attacks.result import AttackResult
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode
 from advlab.config import AdvlabError
 from advlab.data import fonts
 

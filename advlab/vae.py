@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from advlab import config
 from advlab.attacks.core import project, random_start, steepest_direction
-from advlab.attacks.result import as_eps, check_inputs, eval_mode, lp_norm, parse_norm
+from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, lp_norm, parse_norm
 from advlab.config import AdvlabError
 
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 import advlab
 from advlab import data, zoo
 from advlab import eval as robust_eval
-from advlab.attacks.result import predict
+from advlab.attacks.tensors import logits_of
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("mnist-cnn-pgd", "mnist-cnn-trades", "mnist-cnn-free", "mnist-cnn")
@@ -40,13 +40,13 @@ def reference_chain(model: nn.Module, x: Tensor, y: Tensor, eps: float, seed: in
         torchattacks.APGDT(model, norm="Linf", eps=eps, steps=100, n_restarts=1, n_classes=10, seed=seed),
         torchattacks.Square(model, norm="Linf", eps=eps, n_queries=5000, n_restarts=1, seed=seed),
     ]
-    robust = predict(model, x).argmax(1) == y
+    robust = logits_of(model, x).argmax(1) == y
     for attack in attacks:
         idx = robust.nonzero().squeeze(1)
         if idx.numel() == 0:
             break
         adv = attack(x[idx], y[idx])
-        robust[idx] = predict(model, adv).argmax(1) == y[idx]
+        robust[idx] = logits_of(model, adv).argmax(1) == y[idx]
     return robust
 
 
@@ -54,7 +54,7 @@ def torchattacks_wrapper(model: nn.Module, x: Tensor, y: Tensor, eps: float, see
     import torchattacks
 
     adv = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=seed)(x, y)
-    return predict(model, adv).argmax(1) == y
+    return logits_of(model, adv).argmax(1) == y
 
 
 def run(names: list[str], n: int, eps: float, wrapper: bool) -> str:
@@ -71,7 +71,7 @@ def run(names: list[str], n: int, eps: float, wrapper: bool) -> str:
     ]
     for name in names:
         model = zoo.load(name, progress=False).cpu().eval()
-        clean = (predict(model, x).argmax(1) == y).float().mean().item()
+        clean = (logits_of(model, x).argmax(1) == y).float().mean().item()
         t0 = time.perf_counter()
         rep = robust_eval.robust_accuracy(model, x, y, eps)
         t_adv = time.perf_counter() - t0

@@ -12,8 +12,8 @@ from advlab import AdvlabError, zoo
 from advlab.attacks import apgd, pgd, square
 from advlab.attacks.apgd import checkpoints
 from advlab.attacks.core import targeted_dlr_loss
-from advlab.attacks.result import lp_norm
 from advlab.attacks.square import p_schedule
+from advlab.attacks.tensors import lp_norm
 from advlab.defenses.masking import InputQuantization
 
 

@@ -11,7 +11,8 @@ from torch import nn
 
 from advlab import AdvlabError
 from advlab.attacks import bim, fgsm
-from advlab.attacks.result import AttackResult, lp_norm
+from advlab.attacks.result import AttackResult
+from advlab.attacks.tensors import lp_norm
 from advlab.eval import RobustnessReport, autoattack_attacks, pgd_attacks, robust_accuracy, sanity_checks
 
 EPS = 0.1

@@ -18,9 +18,10 @@ from advlab.attacks.fgsm import fgsm
 from advlab.attacks.lbfgs import lbfgs
 from advlab.attacks.one_pixel import one_pixel
 from advlab.attacks.pgd import bim, pgd
-from advlab.attacks.result import AttackResult, as_eps, eval_mode, lp_norm, parse_norm, predict
+from advlab.attacks.result import AttackResult
 from advlab.attacks.square import square
 from advlab.attacks.targets import by_label, least_likely, next_class, random_targets
+from advlab.attacks.tensors import as_eps, eval_mode, logits_of, lp_norm, parse_norm
 from advlab.attacks.transfer import transfer
 from advlab.attacks.vat import vat, vat_direction
 
@@ -42,7 +43,7 @@ __all__ = [
     "one_pixel",
     "parse_norm",
     "pgd",
-    "predict",
+    "logits_of",
     "project",
     "random_ball",
     "random_start",

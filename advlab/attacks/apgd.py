@@ -34,7 +34,8 @@ from advlab.attacks.core import (
     steepest_direction,
     targeted_dlr_loss,
 )
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, finish, parse_norm
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, parse_norm
 from advlab.config import AdvlabError
 
 RHO = 0.75  # a step size survives a checkpoint if the objective rose in more than ρ of the steps since the last one

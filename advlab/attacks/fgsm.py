@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.core import check_loss, greedy_l1_step, loss_and_grad, per_sample, project
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, finish, parse_norm
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, parse_norm
 
 
 def fgsm(

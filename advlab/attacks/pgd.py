@@ -10,7 +10,8 @@ from torch import Tensor, nn
 from advlab.attacks.core import Objective, attack_loss, check_loss, is_success, loss_and_grad, per_sample, project
 from advlab.attacks.core import random_start as _random_start
 from advlab.attacks.core import steepest_direction as _direction
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, finish, parse_norm
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, parse_norm
 from advlab.config import AdvlabError
 
 STEP_FACTOR = 2.5  # default step size = 2.5 · ε / steps (Madry et al.): the walk can cross the ball and come back

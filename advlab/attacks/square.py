@@ -21,7 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.core import margin_loss, per_sample
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, finish, parse_norm
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, parse_norm
 from advlab.config import AdvlabError
 
 P_INIT = {math.inf: 0.8, 2.0: 0.8}  # AutoAttack's fraction of pixels in the first window

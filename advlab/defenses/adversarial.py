@@ -34,7 +34,7 @@ from advlab import config, train
 from advlab.attacks.core import per_sample, project, steepest_direction
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.pgd import pgd
-from advlab.attacks.result import as_eps, check_inputs, parse_norm
+from advlab.attacks.tensors import as_eps, check_inputs, parse_norm
 from advlab.attacks.vat import kl_divergence, vat_direction
 from advlab.config import AdvlabError
 
@@ -626,7 +626,7 @@ def label_leaking_eval(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> di
     """
     x, y = check_inputs(x, y)
     model.eval()
-    pred = train.predict(model, x).to(y.device)
+    pred = train.labels_of(model, x).to(y.device)
     acc = (pred == y).float().mean().item()
     adv_true = fgsm(model, x, y, eps).x_adv
     adv_pred = fgsm(model, x, pred, eps).x_adv
