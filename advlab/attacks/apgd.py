@@ -34,6 +34,7 @@ from advlab.attacks.core import (
     steepest_direction,
     targeted_dlr_loss,
 )
+from advlab.attacks.engine import better
 from advlab.attacks.result import AttackResult, finish
 from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, parse_norm
 from advlab.config import AdvlabError
@@ -55,10 +56,6 @@ def checkpoints(steps: int) -> list[int]:
         marks.append(at)
         length = max(length - shrink, shortest)
     return marks
-
-
-def _step_direction(grad: Tensor, p: float) -> Tensor:
-    return steepest_direction(grad, p)
 
 
 def _run(
@@ -128,7 +125,7 @@ def _run(
     for i in range(steps):
         a = MOMENTUM if i > 0 else 1.0
         e = per_sample(eta, x_k)
-        z = feasible(x_k + e * _step_direction(g, p), xa, ea)
+        z = feasible(x_k + e * steepest_direction(g, p), xa, ea)
         x_new = feasible(x_k + a * (z - x_k) + (1 - a) * (x_k - x_prev), xa, ea)
         x_prev, x_k = x_k, x_new
         f, g, succ = evaluate(x_k, rows)
@@ -252,7 +249,7 @@ def apgd(
 
             xr, lr, sr = _run(model, x[idx], y[idx], eps_t[idx], p, int(steps), objective, random_start, generator,
                               early_stop, int(eot))
-            upd = sr | (lr > best_loss[idx])
+            upd = better(lr, sr, best_loss[idx], best_succ[idx])
             best_x[idx[upd]] = xr[upd]
             best_loss[idx[upd]] = lr[upd]
             best_succ[idx] = sr

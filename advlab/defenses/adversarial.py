@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advlab import config, train
-from advlab.attacks.core import per_sample, project, steepest_direction
+from advlab.attacks.core import project
+from advlab.attacks.engine import ascend, default_step_size
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.pgd import pgd
-from advlab.attacks.tensors import as_eps, check_inputs, parse_norm
+from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, parse_norm
 from advlab.attacks.vat import kl_divergence, vat_direction
 from advlab.config import AdvlabError
 
@@ -448,24 +449,22 @@ def trades_adversary(
     p = parse_norm(norm)
     eps_t = as_eps(_check_eps(eps), x)
     steps = _check_int(steps, "steps", 0)
-    alpha = 2.5 * eps_t / max(steps, 1) if step_size is None else as_eps(step_size, x)
+    alpha = default_step_size(eps_t, steps) if step_size is None else as_eps(step_size, x)
     x = x.detach()
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model, warn=False):  # TRADES calls it on a model in train mode on purpose
         with torch.no_grad():
             logits = model(x)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        delta = project(0.001 * noise, x, eps_t, p)
-        for _ in range(steps):
-            x_adv = (x + delta).requires_grad_(True)
-            with torch.enable_grad():
-                kl = kl_divergence(logits, model(x_adv)).sum()
-                (grad,) = torch.autograd.grad(kl, x_adv)
-            delta = project(delta + per_sample(alpha, x) * steepest_direction(grad, p, x_adv.detach()), x, eps_t, p)
-    finally:
-        model.train(was)
-    return (x + delta).clamp(0, 1).detach()
+        z0 = x + project(0.001 * noise, x, eps_t, p)
+
+        def objective(z: Tensor, rows: Tensor | None) -> tuple[Tensor, None]:
+            return kl_divergence(logits, model(z)), None
+
+        def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
+            return x + project(z - x, x, eps_t, p)
+
+        run = ascend(objective, z0, feasible, steps, alpha, p, keep_last=True)
+    return run.z.clamp(0, 1).detach()
 
 
 def trades_loss(
