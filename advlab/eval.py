@@ -339,7 +339,9 @@ def _checked(name: str, res: AttackResult, x: Tensor, eps: Tensor, p: float, tol
     if not isinstance(adv, Tensor) or adv.shape != x.shape:
         raise AdvlabError(f"Attack {name!r} must return an AttackResult whose x_adv has shape {tuple(x.shape)}.")
     adv = adv.detach().to(x.device, x.dtype)
-    if not torch.isfinite(adv).all() or adv.min() < 0 or adv.max() > 1:
+    if not bool(torch.isfinite(adv).all()):
+        raise AdvlabError(f"Attack {name!r} returned non-finite inputs (NaN or inf); its numbers cannot be trusted.")
+    if adv.min() < 0 or adv.max() > 1:
         raise AdvlabError(f"Attack {name!r} returned inputs outside [0, 1]; clip its output to the box.")
     excess = lp_norm(adv - x, p) - eps
     if (excess > tol).any():

@@ -206,3 +206,41 @@ def test_sanity_checks_flag_randomness_at_inference(batch):
     assert not rep["deterministic"].passed
     assert "random at inference" in rep["deterministic"].message
     assert not rep.passed
+
+
+# ------------------------------------------------------------------------------------ no silent wrong result
+@pytest.mark.parametrize("norm", ["inf", 2, 1])
+def test_infinite_eps_is_refused_not_returned_as_nan(batch, norm):
+    from advlab.attacks import fgsm, pgd
+
+    model, x, y = batch
+    for call in (lambda: pgd(model, x[:4], y[:4], math.inf, norm=norm, steps=2),
+                 lambda: fgsm(model, x[:4], y[:4], math.inf, norm=norm)):
+        with pytest.raises(AdvlabError, match="finite"):
+            call()
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (1, 20), (19,), (2,)])
+def test_per_sample_eps_must_be_scalar_one_or_n(batch, shape):
+    model, x, y = batch
+    with pytest.raises(AdvlabError, match="one radius per sample"):
+        bim(model, x[:20], y[:20], torch.full(shape, 0.1), steps=1)
+    for ok in (torch.tensor(0.1), torch.tensor([0.1]), torch.full((20,), 0.1)):
+        bim(model, x[:20], y[:20], ok, steps=1)
+
+
+def test_a_nan_is_never_a_success(batch):
+    from advlab.attacks.result import finish
+
+    model, x, y = batch
+    bad = x[:4].clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(AdvlabError, match="non-finite"):
+        finish(model, x[:4], bad, y[:4], math.inf)
+
+    def nan_attack(m, xa, ya, e, p):
+        return AttackResult(x_adv=torch.full_like(xa, float("nan")), success=torch.ones(len(xa), dtype=torch.bool),
+                            norms=torch.zeros(len(xa)), pred=ya, norm=p)
+
+    with pytest.raises(AdvlabError, match="non-finite"):
+        robust_accuracy(model, x[:8], y[:8], EPS, attacks=[nan_attack])

@@ -6,9 +6,11 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from advlab.attacks.tensors import logits_of, lp_norm
+from advlab.config import AdvlabError
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,12 @@ class AttackResult:
 def finish(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, p: float, targeted: bool = False) -> AttackResult:
     """Re-check ``x_adv`` in eval mode and build the :class:`AttackResult`.
 
-    ``y`` is the true label (untargeted) or the target label (targeted).
+    ``y`` is the true label (untargeted) or the target label (targeted). Non-finite inputs are refused: a NaN
+    would be classified as class 0 and counted as a success.
     """
+    if not bool(torch.isfinite(x_adv).all()):
+        raise AdvlabError("The attack produced non-finite inputs (NaN or inf), so its result cannot be trusted; check "
+                          "eps and step_size, and that the model's gradients are finite.")
     x_adv = x_adv.detach().clamp(0, 1)
     pred = logits_of(model, x_adv).argmax(1)
     success = pred == y if targeted else pred != y

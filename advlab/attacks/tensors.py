@@ -37,15 +37,21 @@ def lp_norm(delta: Tensor, p: float) -> Tensor:
 
 
 def as_eps(eps: float | Tensor, x: Tensor) -> Tensor:
-    """ε as a (N,) float tensor on x's device (a scalar is broadcast); rejects ε < 0 or NaN."""
+    """ε as a (N,) float tensor on x's device: a scalar, a (1,) or a (N,) tensor; rejects ε < 0, NaN and ∞.
+
+    An infinite radius has no steps (2.5·ε/steps), no random start and no projection; the whole box around any x
+    is reached with ε = 1 (L∞), sqrt(d) (L2) or d (L1).
+    """
     eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
-    if eps_t.ndim == 0:
-        eps_t = eps_t.expand(len(x))
-    eps_t = eps_t.flatten()
-    if eps_t.numel() != len(x):
-        raise AdvlabError(f"eps has {eps_t.numel()} values for a batch of {len(x)}; pass one per sample or a scalar.")
+    if eps_t.ndim > 1 or (eps_t.ndim == 1 and eps_t.numel() not in (1, len(x))):
+        raise AdvlabError(f"eps has shape {tuple(eps_t.shape)} for a batch of {len(x)}; pass a scalar, or a (N,) "
+                          f"tensor with one radius per sample (N = {len(x)}).")
+    eps_t = eps_t.reshape(-1).expand(len(x)) if eps_t.numel() == 1 else eps_t
     if torch.isnan(eps_t).any() or (eps_t < 0).any():
         raise AdvlabError(f"eps must be >= 0 (got min {eps_t.min().item():g}); it is a radius in pixel units.")
+    if torch.isinf(eps_t).any():
+        raise AdvlabError("eps must be finite; to allow any perturbation inside the box use eps = 1 for L∞, "
+                          "sqrt(d) for L2 or d for L1 (d = pixels per input).")
     return eps_t.clone()
 
 
