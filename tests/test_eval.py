@@ -244,3 +244,28 @@ def test_a_nan_is_never_a_success(batch):
 
     with pytest.raises(AdvlabError, match="non-finite"):
         robust_accuracy(model, x[:8], y[:8], EPS, attacks=[nan_attack])
+
+
+class _Tuple(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x), x
+
+
+def test_misfit_models_get_one_clear_error(batch):
+    from advlab.attacks import apgd, fgsm, pgd, square
+
+    model, x, y = batch
+    x, y = x[:4], y[:4]
+    attacks = (lambda m, xa: pgd(m, xa, y, 0.1, steps=1), lambda m, xa: fgsm(m, xa, y, 0.1),
+               lambda m, xa: apgd(m, xa, y, 0.1, steps=1), lambda m, xa: square(m, xa, y, 0.1, queries=1))
+    for attack in attacks:
+        with pytest.raises(AdvlabError, match="tuple"):
+            attack(_Tuple(model).eval(), x)
+        with pytest.raises(AdvlabError, match="nn.Module"):
+            attack(lambda t: model(t), x)
+    with pytest.raises(AdvlabError, match=r"inputs shaped \(1, 784\).*\(N, 1, 28, 28\)"):
+        pgd(model, x.flatten(1), y, 0.1, steps=1)

@@ -36,7 +36,7 @@ from advlab.attacks.core import (
 )
 from advlab.attacks.engine import better
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, parse_norm
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, parse_norm
 from advlab.config import AdvlabError
 
 RHO = 0.75  # a step size survives a checkpoint if the objective rose in more than ρ of the steps since the last one
@@ -215,8 +215,7 @@ def apgd(
         if isinstance(value, bool) or int(value) != value or value < low:
             raise AdvlabError(f"{name} must be an integer >= {low}, got {value!r}.")
     with eval_mode(model):
-        with torch.no_grad():
-            logits = model(x)
+        logits = logits_of(model, x)
         check_logits(logits, y)
         k_classes = logits.shape[1]
         if n_target_classes and n_target_classes > k_classes - 1:

@@ -11,7 +11,7 @@ from advlab.attacks.core import Objective, attack_loss, check_loss, is_success, 
 from advlab.attacks.core import random_start as _random_start
 from advlab.attacks.engine import ascend, better, default_step_size
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, parse_norm
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, parse_norm
 from advlab.config import AdvlabError
 
 
@@ -123,7 +123,7 @@ def pgd(
         alpha = alpha.flatten().expand(len(x)).clone() if alpha.numel() == 1 else alpha.flatten()
     with eval_mode(model):
         with torch.no_grad():  # shape, label range and softmax checks on one input: cheap, before any loss
-            check_logits(model(x[:1]), y)
+            check_logits(logits_of(model, x[:1]), y)
         # no clean forward: without a random start the first iterate is x itself and is evaluated in the loop;
         # with one, x is not an iterate of the run (Madry et al.), and ε = 0 makes the start x again
         best_x = x.clone()

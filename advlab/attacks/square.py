@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from advlab.attacks.core import margin_loss, per_sample
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, parse_norm
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, parse_norm
 from advlab.config import AdvlabError
 
 P_INIT = {math.inf: 0.8, 2.0: 0.8}  # AutoAttack's fraction of pixels in the first window
@@ -118,7 +118,7 @@ def square(
     n, c, h, w = x.shape
     with eval_mode(model):
         with torch.no_grad():
-            check_logits(model(x[:1]), y)
+            check_logits(logits_of(model, x[:1]), y)
         e = per_sample(eps_t, x)
         if math.isinf(p):
             delta = e * _signs((n, c, 1, w), generator, x).expand(n, c, h, w)

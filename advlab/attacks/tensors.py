@@ -92,6 +92,11 @@ def check_inputs(x: Tensor, y: Tensor | None = None, *, name_y: str = "y") -> tu
 
 def check_logits(logits: Tensor, y: Tensor | None = None) -> None:
     """Check a model's output on a batch: (N, K) logits, labels < K; warn if it looks like probabilities."""
+    if isinstance(logits, (tuple, list)):
+        raise AdvlabError(f"The model returned a {type(logits).__name__} of {len(logits)} items; attacks need one "
+                          "(N, K) logits tensor. Wrap it in an nn.Module whose forward returns only the logits.")
+    if not isinstance(logits, Tensor):
+        raise AdvlabError(f"The model returned a {type(logits).__name__}; attacks need an (N, K) logits tensor.")
     if logits.ndim != 2:
         raise AdvlabError(f"The model must return logits shaped (N, K), got {tuple(logits.shape)}.")
     if y is not None and len(y) and (y.min() < 0 or y.max() >= logits.shape[1]):
@@ -114,6 +119,9 @@ def eval_mode(model: nn.Module, warn: bool = True) -> Iterator[nn.Module]:
     to the input only; their flags are restored on exit. ``warn``: say so when the model was in train mode (an
     attack on a model in train mode is a common mistake; a bound computed from the weights is not).
     """
+    if not isinstance(model, nn.Module):
+        raise AdvlabError(f"model must be a torch.nn.Module, got a {type(model).__name__}; wrap a function f in a "
+                          "module: class M(nn.Module): def forward(self, x): return f(x).")
     was_training = model.training
     if was_training and warn:
         warnings.warn(
@@ -139,5 +147,17 @@ def eval_mode(model: nn.Module, warn: bool = True) -> Iterator[nn.Module]:
 @torch.no_grad()
 def logits_of(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """Logits (N, K) of ``model`` on ``x``, computed in batches without gradients (the model's mode is left as is:
-    attacks call it inside :func:`eval_mode`)."""
-    return torch.cat([model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)])
+    attacks call it inside :func:`eval_mode`). A model that cannot take ``x``'s shape gets a clear error."""
+    if not callable(model):
+        raise AdvlabError(f"model must be a torch.nn.Module, got a {type(model).__name__}.")
+    try:
+        outs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    except RuntimeError as err:
+        if "shape" not in str(err) and "size" not in str(err) and "dimension" not in str(err):
+            raise
+        raise AdvlabError(f"The model cannot take inputs shaped {tuple(x.shape)} ({str(err).splitlines()[0]}). "
+                          "Give it the shape it was built for, e.g. (N, 1, 28, 28) images for an MNIST CNN, not "
+                          "flat (N, 784) vectors: x.view(-1, 1, 28, 28).") from err
+    if len(outs) > 1 and not all(isinstance(o, Tensor) for o in outs):
+        check_logits(outs[0])
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
