@@ -31,7 +31,8 @@ from torch import Tensor, nn
 
 from advlab import config, data, models, train, zoo
 from advlab.attacks import next_class, pgd, random_targets
-from advlab.attacks.result import check_inputs, eval_mode
+from advlab.attacks.engine import ascend
+from advlab.attacks.tensors import check_inputs, eval_mode
 from advlab.config import AdvlabError
 
 # --------------------------------------------------------------------------------------------- representations
@@ -85,7 +86,8 @@ def invert_representation(
     Normalised-gradient (L2 steepest-descent) steps in pixel space, clamped to [0, 1] after each step, with no
     bound on the distance to ``x_start`` (Ilyas et al.: 1000 steps of size 0.1). With ``decay`` the step shrinks
     linearly to 0 so the walk settles instead of oscillating at the step length; the best iterate per sample is
-    kept. Batched (``batch_size`` images at a time), gradients w.r.t. the input only, g in eval mode.
+    kept. Batched (``batch_size`` images at a time), gradients w.r.t. the input only, g in eval mode. One call of
+    the attack engine (:func:`advlab.attacks.engine.ascend`) with the box as the feasible set.
 
     Args:
         g: a representation (N, *) -> (N, ...), e.g. :func:`penultimate` of a model.
@@ -111,27 +113,15 @@ def invert_representation(
             xt, xs = x_target[i : i + batch_size], x_start[i : i + batch_size]
             with torch.no_grad():
                 target = g(xt).flatten(1)
-                best_d = _rep_distance(g, xs, target)
-            start_d, best = best_d.clone(), xs.clone()
-            xr = xs.clone()
-            for k in range(int(steps)):
-                xr = xr.detach().requires_grad_(True)
-                with torch.enable_grad():
-                    d = _rep_distance(g, xr, target)
-                    (grad,) = torch.autograd.grad(d.sum(), xr)
-                with torch.no_grad():
-                    better = d < best_d
-                    best[better], best_d = xr[better], torch.where(better, d, best_d)
-                    alpha = step_size * (1 - k / steps) if decay else step_size
-                    gnorm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (xr.ndim - 1)))
-                    xr = (xr - alpha * grad / gnorm).clamp(0, 1)
-            with torch.no_grad():
-                d = _rep_distance(g, xr, target)
-                better = d < best_d
-                best[better], best_d = xr[better], torch.where(better, d, best_d)
-            outs.append(best.detach())
+                start_d = _rep_distance(g, xs, target)
+
+            def objective(z: Tensor, rows: Tensor | None, target: Tensor = target) -> tuple[Tensor, None]:
+                return -_rep_distance(g, z, target), None  # the engine maximises: minus the distance
+
+            run = ascend(objective, xs, lambda z, rows: z.clamp(0, 1), int(steps), step_size, 2.0, decay=decay)
+            outs.append(run.z)
             starts.append(start_d)
-            dists.append(best_d)
+            dists.append(-run.value)
     return Inversion(torch.cat(outs), torch.cat(starts), torch.cat(dists))
 
 

@@ -27,16 +27,15 @@ Bounds hold for the model in eval mode (batch norm with running statistics, no d
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from advlab.attacks.result import check_inputs, check_logits, eval_mode, predict
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
 from advlab.config import AdvlabError
 from advlab.models import Normalize
 
@@ -402,18 +401,6 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-@contextlib.contextmanager
-def _evaluating(model: nn.Module) -> Iterator[None]:
-    """Put the model in eval mode and restore each submodule's flag afterwards (no warning)."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, flag in flags:
-            m.training = flag
-
-
 def layer_bounds(
     model: nn.Module, in_shape: Sequence[int], iters: int = 500, tol: float = 1e-7
 ) -> list[tuple[str, str, float]]:
@@ -429,7 +416,7 @@ def layer_bounds(
         )
     shape = tuple(int(s) for s in in_shape)
     rows: list[tuple[str, str, float]] = []
-    with _evaluating(model), torch.no_grad():
+    with eval_mode(model, warn=False), torch.no_grad():
         h = torch.zeros((1, *shape), device=_model_device(model))
         for name, layer in model.named_children():
             bound = layer_lipschitz(layer, tuple(h.shape[1:]), iters, tol, device=h.device)
@@ -784,7 +771,7 @@ def certify(model: nn.Module, x: Tensor, L: float | None = None, pairwise: bool 
     """
     x, _ = check_inputs(x)
     with eval_mode(model):
-        logits = predict(model, x, batch_size)
+        logits = logits_of(model, x, batch_size)
         if pairwise:
             weight = _last_weight(model)
             L_pen = network_lipschitz(model[:-1], x.shape[1:]) if L is None else L

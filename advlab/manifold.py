@@ -41,8 +41,10 @@ from torch import Tensor, nn
 
 from advlab import config, models, train
 from advlab.attacks.core import attack_loss, is_success
+from advlab.attacks.engine import ascend, better, default_step_size
 from advlab.attacks.pgd import pgd
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode
+from advlab.attacks.result import AttackResult
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode
 from advlab.config import AdvlabError
 from advlab.data import fonts
 
@@ -96,33 +98,23 @@ def _code_pgd(
     code (the reference of "best" at step 0); ``start`` (N, D) the first iterate. Model in eval mode.
     """
     with torch.no_grad():
-        x0 = generate(code0)
-        logits = model(x0)
+        logits = model(generate(code0))
     check_logits(logits, y)
-    best_code = code0.clone()
-    best_x = x0.clone()
-    best_loss = attack_loss(logits, y, "ce")
-    best_succ = is_success(logits, y)
-    code = start.clone()
-    a = step_size[:, None]
-    for k in range(steps + 1):
-        code = code.detach().requires_grad_(k < steps)
-        with torch.enable_grad() if k < steps else torch.no_grad():
-            x_adv = generate(code)
-            logits = model(x_adv)
-            value = attack_loss(logits, y, "ce")
-            if k < steps:
-                (grad,) = torch.autograd.grad(value.sum(), code)
-        value, succ = value.detach(), is_success(logits.detach(), y)
-        upd = (succ & ~best_succ) | ((succ == best_succ) & (value > best_loss))
-        best_code = torch.where(upd[:, None], code.detach(), best_code)
-        best_x = torch.where(upd.reshape(-1, *([1] * (x0.ndim - 1))), x_adv.detach(), best_x)
-        best_loss = torch.where(upd, value, best_loss)
-        best_succ = best_succ | succ
-        if k < steps:
-            grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-            code = torch.minimum(torch.maximum(code.detach() + a * grad.sign(), low), high)
+    clean_loss, clean_succ = attack_loss(logits, y, "ce"), is_success(logits, y)
+
+    def objective(code: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+        out = model(generate(code))
+        return attack_loss(out, y, "ce"), is_success(out.detach(), y)
+
+    def feasible(code: Tensor, rows: Tensor | None) -> Tensor:
+        return torch.minimum(torch.maximum(code, low), high)
+
+    run = ascend(objective, start, feasible, steps, step_size, math.inf)
+    # the clean code is the reference of "best" at step 0: the attack never returns something worse than it
+    keep_clean = ~better(run.value, run.success, clean_loss, clean_succ)
+    best_code = torch.where(keep_clean[:, None], code0, run.z)
     with torch.no_grad():
+        best_x = generate(best_code)
         logits = model(best_x)
     loss = F.cross_entropy(logits, y, reduction="none")
     pred = logits.argmax(1)
@@ -211,9 +203,9 @@ def theta_attack(
 
 
 def _step(step_size: float | Tensor | None, eps: Tensor, steps: int) -> Tensor:
-    """(N,) step sizes: given, or 2.5 · ε / steps."""
+    """(N,) step sizes: given, or the engine's default 2.5 · ε / steps."""
     if step_size is None:
-        return 2.5 * eps / max(steps, 1)
+        return default_step_size(eps, steps)
     alpha = torch.as_tensor(step_size, dtype=eps.dtype, device=eps.device).flatten()
     if alpha.numel() not in (1, len(eps)) or not bool((alpha > 0).all()):
         raise AdvlabError(f"step_size must be > 0, a scalar or one per sample; got {step_size!r}.")

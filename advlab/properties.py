@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advlab.attacks import pgd
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, eval_mode, lp_norm, parse_norm, predict
+from advlab.attacks.result import AttackResult
+from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, logits_of, lp_norm, parse_norm
 from advlab.config import AdvlabError
 
 Attack = Callable[[nn.Module, Tensor, Tensor], AttackResult]
@@ -126,8 +127,8 @@ def rarity(
         raise AdvlabError(f"draws must be a positive integer, got {draws!r}.")
     out: dict[str, Rarity] = {}
     with eval_mode(model):
-        correct = predict(model, x).argmax(1) == y
-        fooled = predict(model, x_adv).argmax(1) != y
+        correct = logits_of(model, x).argmax(1) == y
+        fooled = logits_of(model, x_adv).argmax(1) != y
         hit = correct & fooled
         adv_err = (hit.sum() / correct.sum().clamp_min(1)).item()
         idx = hit.nonzero().squeeze(1)
@@ -139,7 +140,7 @@ def rarity(
             if len(idx):
                 for _ in range(int(draws)):
                     xn = (xs + random_surface(xs, radius, p, generator)).clamp(0, 1)
-                    errors += (predict(model, xn).argmax(1) != ys).float()
+                    errors += (logits_of(model, xn).argmax(1) != ys).float()
             out[_norm_key(p)] = Rarity(p, idx, radius, adv_err, errors / int(draws))
     return out
 
@@ -171,7 +172,7 @@ def boundary_distances(
     if int(search_steps) != search_steps or search_steps < 0:
         raise AdvlabError(f"search_steps must be a non-negative integer, got {search_steps!r}.")
     with eval_mode(model):
-        logits = predict(model, x)
+        logits = logits_of(model, x)
     n, k = logits.shape
     classes = k if classes is None else int(classes)
     pred = logits.argmax(1)
@@ -261,7 +262,7 @@ def linearity(
             for key, d in (("g", grad.sign()), ("r", rnd)):
                 xp = x + e * d
                 xp = xp.clamp(0, 1) if clip else xp
-                z = predict(model, xp)
+                z = logits_of(model, xp)
                 curves["l" + key].append(F.cross_entropy(z, y))
                 curves["e" + key].append((z.argmax(1) != y).float().mean())
                 if key == "g":
@@ -335,7 +336,7 @@ def transfer_matrix(
     if only_correct:
         for net in nets:
             with eval_mode(net):
-                keep &= predict(net, x).argmax(1) == y
+                keep &= logits_of(net, x).argmax(1) == y
         if not keep.any():
             raise AdvlabError("No input is classified correctly by every model; pass only_correct=False.")
     xs, ys = x[keep], y[keep]
@@ -351,7 +352,7 @@ def transfer_matrix(
         x_adv = attack(source, xs, ys).x_adv
         for j, target in enumerate(nets):
             with eval_mode(target):
-                fooled[i, j] = predict(target, x_adv).argmax(1) != ys
+                fooled[i, j] = logits_of(target, x_adv).argmax(1) != ys
     rate = fooled.float().mean(2)
     own = fooled[torch.arange(m), torch.arange(m)]  # (M, n): the source's own success
     counts = own.sum(1, keepdim=True).float()

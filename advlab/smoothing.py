@@ -31,7 +31,7 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from advlab.attacks.result import check_inputs, check_logits, eval_mode
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode
 from advlab.config import AdvlabError
 
 __all__ = [

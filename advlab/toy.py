@@ -349,7 +349,7 @@ def nearest_error_on_sphere(
     Returns:
         :class:`NearestError` (x_err, success, distance).
     """
-    from advlab.attacks.result import eval_mode
+    from advlab.attacks.tensors import eval_mode
 
     if x.ndim != 2 or y.shape != (len(x),):
         raise AdvlabError(f"Expected x (N, d) and y (N,), got {tuple(x.shape)} and {tuple(y.shape)}.")

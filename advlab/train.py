@@ -173,7 +173,7 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 @torch.no_grad()
-def predict(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
+def labels_of(model: nn.Module, x: Tensor, batch_size: int = 1000) -> Tensor:
     """Predicted labels (N,) of ``model`` on x, in eval mode and batches (train mode is restored)."""
     was_training = model.training
     model.eval()
@@ -190,4 +190,4 @@ def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 1000) -> 
         raise AdvlabError(f"x has {len(x)} examples but y has {len(y)}; they must match.")
     if len(x) == 0:
         raise AdvlabError("accuracy() of an empty set is undefined; pass at least one example.")
-    return (predict(model, x, batch_size) == y.cpu()).float().mean().item()
+    return (labels_of(model, x, batch_size) == y.cpu()).float().mean().item()

@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advlab import config
-from advlab.attacks.core import project, random_start, steepest_direction
-from advlab.attacks.result import as_eps, check_inputs, eval_mode, lp_norm, parse_norm
+from advlab.attacks.core import project, random_start
+from advlab.attacks.engine import ascend, default_step_size
+from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, lp_norm, parse_norm
 from advlab.config import AdvlabError
 
 
@@ -270,27 +271,20 @@ def _kos(
     if int(steps) != steps or steps < 0:
         raise AdvlabError(f"steps must be a non-negative integer, got {steps!r}.")
     eps_t = as_eps(eps, x)
-    alpha = 2.5 * eps_t / max(int(steps), 1) if step_size is None else as_eps(step_size, x)
-    a = alpha.reshape(-1, *([1] * (x.ndim - 1)))
+    alpha = default_step_size(eps_t, int(steps)) if step_size is None else as_eps(step_size, x)
     with eval_mode(vae):
         with torch.no_grad():
             target = objective.prepare(vae, x_target, y_target)
-        delta = random_start(x, eps_t, p, generator) if rand else torch.zeros_like(x)
-        best_x = x.clone()
-        best = torch.full((len(x),), math.inf, device=x.device, dtype=x.dtype)
-        for k in range(int(steps) + 1):
-            x_adv = (x + delta).clamp(0, 1).detach().requires_grad_(k < steps)
-            with torch.enable_grad() if k < steps else torch.no_grad():
-                value = objective(vae, x_adv, y, target)
-                if k < steps:
-                    (grad,) = torch.autograd.grad(value.sum(), x_adv)
-            value = value.detach()
-            upd = value < best
-            best_x[upd] = x_adv.detach()[upd]
-            best = torch.where(upd, value, best)
-            if k < steps:
-                grad = torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
-                delta = project(delta - a * steepest_direction(grad, p, x_adv.detach()), x, eps_t, p)
+        z0 = x + random_start(x, eps_t, p, generator) if rand else x
+
+        def value(z: Tensor, rows: Tensor | None) -> tuple[Tensor, None]:
+            return -objective(vae, z, y, target), None  # the engine maximises: descend the objective
+
+        def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
+            return x + project(z - x, x, eps_t, p)
+
+        run = ascend(value, z0, feasible, int(steps), alpha, p)
+        best_x, best = run.z, -run.value
         with torch.no_grad():
             recon = vae.reconstruct(best_x, y)
     return VaeAttackResult(best_x, recon, best, lp_norm(best_x - x, p))

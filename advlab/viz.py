@@ -257,9 +257,9 @@ def score_histograms(
 
 def probs_of(model: torch.nn.Module, x: Tensor) -> Tensor:
     """(N, K) softmax probabilities of ``model`` on ``x`` (eval mode, no gradients)."""
-    from advlab.attacks import predict
+    from advlab.attacks import logits_of
 
-    return predict(model, x).softmax(1)
+    return logits_of(model, x).softmax(1)
 
 
 __all__ = [

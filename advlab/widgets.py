@@ -150,7 +150,7 @@ def _default_setup() -> tuple[nn.Module, Tensor, Tensor, tuple[str, ...]]:
 def demo_index(model: nn.Module, x: Tensor, y: Tensor, label: int = 7, min_conf: float = 0.9) -> int:
     """Index of the first image of class ``label`` that ``model`` gets right with confidence ≥ ``min_conf``."""
     dev = _device(model)
-    probs = attacks.predict(model, x.to(dev)).softmax(1).cpu()
+    probs = attacks.logits_of(model, x.to(dev)).softmax(1).cpu()
     conf, pred = probs.max(1)
     ok = ((y.cpu() == label) & (pred == label) & (conf >= min_conf)).nonzero().flatten()
     if ok.numel() == 0:
@@ -190,7 +190,7 @@ def _attack_one(
         res = attacks.pgd(model, xb, yb, eps, norm=p, steps=steps, generator=gen)
     else:
         res = attacks.fgsm(model, xb, yb, eps, norm=p)
-    probs = attacks.predict(model, torch.cat([xb, res.x_adv])).softmax(1).cpu()
+    probs = attacks.logits_of(model, torch.cat([xb, res.x_adv])).softmax(1).cpu()
     names = tuple(classes) if classes is not None else tuple(str(k) for k in range(probs.shape[1]))
     (c_conf, a_conf), (c_pred, a_pred) = probs.max(1)
     return dict(
@@ -295,7 +295,7 @@ def toy_plane(
     axis = torch.linspace(0, 1, grid)
     g1, g2 = torch.meshgrid(axis, axis, indexing="xy")
     pts = torch.stack([g1.reshape(-1), g2.reshape(-1)], dim=1)
-    prob = attacks.predict(model, pts.to(dev)).softmax(1)[:, 1].cpu().reshape(grid, grid).numpy()
+    prob = attacks.logits_of(model, pts.to(dev)).softmax(1)[:, 1].cpu().reshape(grid, grid).numpy()
     true = toy2d.true_score(name, pts).reshape(grid, grid).numpy()
     a = axis.numpy()
     ax.contourf(a, a, prob, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.25)

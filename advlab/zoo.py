@@ -380,8 +380,9 @@ RESULTS_SHIPPED = SHIPPED / "results"
 
 # One table of experiments whose result (a JSON value) is cached like a checkpoint. "fn" is "module:function",
 # called as fn(**kwargs[profile], progress=...); a dataclass result is stored as a dict. "zoo" lists the zoo
-# entries the experiment loads and "depends" the advlab source files (relative to the package) whose code
-# decides the result: both go into the key. "data" (optional) adds that dataset's fingerprint.
+# entries the experiment loads; "version" is the experiment's own revision number: bump it when a change of code
+# changes what the experiment computes. Both go into the key, with the settings: a refactor that computes the same
+# thing (moving or editing a module) keeps every cached result. "data" (optional) adds that dataset's fingerprint.
 RESULTS: dict[str, dict[str, Any]] = {
     # notebooks/05_robustness_vs_generalization.ipynb
     "features-mnist": {
@@ -391,7 +392,7 @@ RESULTS: dict[str, dict[str, Any]] = {
                    "full": {"dataset": "mnist", "profile": "full", "seed": 0}},
         "data": "mnist",
         "zoo": ["mnist-cnn", "mnist-cnn-l2"],  # features.PRESETS["mnist"]: standard_zoo, robust_zoo
-        "depends": ["features.py"],
+        "version": 1,
     },
     "fonts-n-sweep": {
         "description": "Stutz et al.'s FONTS test error vs N, normal / on- / off-manifold / random-θ training",
@@ -402,7 +403,7 @@ RESULTS: dict[str, dict[str, Any]] = {
             "full": {"ns": [250, 500, 1000, 2000, 5000, 10000], "seeds": [0, 1, 2],
                      "modes": ["normal", "on", "off", "random"], "iterations": 1500, "steps": 10},
         },
-        "depends": ["manifold.py", "data/fonts.py"],
+        "version": 1,
     },
 }
 
@@ -414,17 +415,8 @@ def result_entry(name: str) -> dict[str, Any]:
     return copy.deepcopy(RESULTS[name])
 
 
-def source_hash(relative: str) -> str:
-    """SHA-256 (12 hex digits) of an advlab source file, line endings normalised (a Windows checkout agrees)."""
-    path = Path(__file__).parent / relative
-    if not path.is_file():
-        raise AdvlabError(f"{relative!r} is not a file of the advlab package (cached results depend on it).")
-    text = path.read_bytes().replace(b"\r\n", b"\n")
-    return hashlib.sha256(text).hexdigest()[:12]
-
-
 def result_key(name: str, profile: str) -> tuple[str, dict[str, Any]]:
-    """(key, record) of a cached result: hashes the entry, profile, zoo keys, source hashes, data and version."""
+    """(key, record) of a cached result: hashes the entry's function, settings, version, profile, zoo keys and data."""
     entry = result_entry(name)
     record: dict[str, Any] = {
         "name": name,
@@ -432,7 +424,7 @@ def result_key(name: str, profile: str) -> tuple[str, dict[str, Any]]:
         "kwargs": entry["kwargs"][profile],
         "profile": profile,
         "zoo_keys": {n: cache_key(n, profile)[0] for n in entry.get("zoo", [])},
-        "sources": {f: source_hash(f) for f in entry.get("depends", [])},
+        "version": int(entry.get("version", 1)),
         "advlab_version": advlab.__version__,
     }
     if "data" in entry:

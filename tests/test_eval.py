@@ -11,8 +11,9 @@ from torch import nn
 
 from advlab import AdvlabError
 from advlab.attacks import bim, fgsm
-from advlab.attacks.result import AttackResult, lp_norm
-from advlab.eval import RobustnessReport, default_attacks, robust_accuracy, sanity_checks
+from advlab.attacks.result import AttackResult
+from advlab.attacks.tensors import lp_norm
+from advlab.eval import RobustnessReport, autoattack_attacks, pgd_attacks, robust_accuracy, sanity_checks
 
 EPS = 0.1
 
@@ -100,20 +101,47 @@ def test_cheating_attacks_are_caught(batch):
         robust_accuracy(model, x, y, EPS, attacks=[])
 
 
-def test_default_attacks_and_train_mode_model(batch):
+def test_pgd_chain_and_train_mode_model(batch):
     model, x, y = batch
     x, y = x[:32], y[:32]
-    assert list(default_attacks(steps=5, restarts=2)) == ["fgsm", "pgd-ce-5", "pgd-margin-5x2"]
+    assert list(pgd_attacks(steps=5, restarts=2)) == ["fgsm", "pgd-ce-5", "pgd-margin-5x2"]
     model.train()
     try:
         with pytest.warns(UserWarning, match="train mode"):
-            rep = robust_accuracy(model, x, y, EPS, attacks=default_attacks(steps=10, restarts=2))
+            rep = robust_accuracy(model, x, y, EPS, attacks=pgd_attacks(steps=10, restarts=2))
         assert model.training
     finally:
         model.eval()
     single = robust_accuracy(model, x, y, EPS, attacks={"fgsm": ATTACKS["fgsm"]})
     assert rep.robust_accuracy <= single.robust_accuracy
     assert rep.robust_accuracy < rep.clean_accuracy
+
+
+def test_the_default_is_the_autoattack_grade_chain(mnist_test):
+    from advlab import zoo
+
+    x, y = mnist_test
+    x, y = x[:64], y[:64]
+    model = zoo.load("mnist-cnn-pgd", progress=False)
+    assert list(autoattack_attacks(steps=10, n_target_classes=2, queries=50)) == [
+        "apgd-ce-10", "apgd-t-10x2", "square-50"]
+    default = robust_accuracy(model, x, y, 0.3)
+    assert [a.name for a in default.attacks] == list(autoattack_attacks()) and default.eot == 1
+    naive = robust_accuracy(model, x, y, 0.3, attacks="pgd")
+    assert [a.name for a in naive.attacks] == list(pgd_attacks())
+    # per-sample: the AutoAttack-grade chain breaks (almost) everything the naive chain breaks, and more overall
+    assert int((default.robust & ~naive.robust).sum()) <= 1
+    assert default.robust_accuracy <= naive.robust_accuracy
+    with pytest.raises(AdvlabError, match="Unknown attack chain"):
+        robust_accuracy(model, x, y, 0.3, attacks="strongest")
+
+
+def test_random_models_are_evaluated_with_eot(batch):
+    model, x, y = batch
+    noisy = nn.Sequential(Noisy(), model).eval()
+    rep = robust_accuracy(noisy, x[:16], y[:16], EPS)
+    assert rep.eot == 20 and all("eot20" in a.name for a in rep.attacks)
+    assert "gradients averaged over 20 draws" in rep.summary()
 
 
 # ----------------------------------------------------------------------------------------------------- sanity checks
@@ -178,3 +206,66 @@ def test_sanity_checks_flag_randomness_at_inference(batch):
     assert not rep["deterministic"].passed
     assert "random at inference" in rep["deterministic"].message
     assert not rep.passed
+
+
+# ------------------------------------------------------------------------------------ no silent wrong result
+@pytest.mark.parametrize("norm", ["inf", 2, 1])
+def test_infinite_eps_is_refused_not_returned_as_nan(batch, norm):
+    from advlab.attacks import fgsm, pgd
+
+    model, x, y = batch
+    for call in (lambda: pgd(model, x[:4], y[:4], math.inf, norm=norm, steps=2),
+                 lambda: fgsm(model, x[:4], y[:4], math.inf, norm=norm)):
+        with pytest.raises(AdvlabError, match="finite"):
+            call()
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (1, 20), (19,), (2,)])
+def test_per_sample_eps_must_be_scalar_one_or_n(batch, shape):
+    model, x, y = batch
+    with pytest.raises(AdvlabError, match="one radius per sample"):
+        bim(model, x[:20], y[:20], torch.full(shape, 0.1), steps=1)
+    for ok in (torch.tensor(0.1), torch.tensor([0.1]), torch.full((20,), 0.1)):
+        bim(model, x[:20], y[:20], ok, steps=1)
+
+
+def test_a_nan_is_never_a_success(batch):
+    from advlab.attacks.result import finish
+
+    model, x, y = batch
+    bad = x[:4].clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(AdvlabError, match="non-finite"):
+        finish(model, x[:4], bad, y[:4], math.inf)
+
+    def nan_attack(m, xa, ya, e, p):
+        return AttackResult(x_adv=torch.full_like(xa, float("nan")), success=torch.ones(len(xa), dtype=torch.bool),
+                            norms=torch.zeros(len(xa)), pred=ya, norm=p)
+
+    with pytest.raises(AdvlabError, match="non-finite"):
+        robust_accuracy(model, x[:8], y[:8], EPS, attacks=[nan_attack])
+
+
+class _Tuple(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x), x
+
+
+def test_misfit_models_get_one_clear_error(batch):
+    from advlab.attacks import apgd, fgsm, pgd, square
+
+    model, x, y = batch
+    x, y = x[:4], y[:4]
+    attacks = (lambda m, xa: pgd(m, xa, y, 0.1, steps=1), lambda m, xa: fgsm(m, xa, y, 0.1),
+               lambda m, xa: apgd(m, xa, y, 0.1, steps=1), lambda m, xa: square(m, xa, y, 0.1, queries=1))
+    for attack in attacks:
+        with pytest.raises(AdvlabError, match="tuple"):
+            attack(_Tuple(model).eval(), x)
+        with pytest.raises(AdvlabError, match="nn.Module"):
+            attack(lambda t: model(t), x)
+    with pytest.raises(AdvlabError, match=r"inputs shaped \(1, 784\).*\(N, 1, 28, 28\)"):
+        pgd(model, x.flatten(1), y, 0.1, steps=1)

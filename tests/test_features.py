@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from advlab import AdvlabError, features
-from advlab.attacks.result import predict
+from advlab.attacks.tensors import logits_of
 
 
 def test_penultimate_drops_last_linear(mnist_cnn, mnist_test):
@@ -65,7 +65,7 @@ def test_adversarial_datasets_labels(mnist_cnn, mnist_test):
         assert (ds.y != y[ds.index]).all()  # random targets are never the true label
         assert (ds.info <= 3.0 + 1e-4).all()
         # keep="successful": the standard model really predicts the new label on every kept image
-        assert torch.equal(predict(mnist_cnn, ds.x).argmax(1), ds.y)
+        assert torch.equal(logits_of(mnist_cnn, ds.x).argmax(1), ds.y)
     assert torch.equal(det.y, (y[det.index] + 1) % 10)
     everything = features.adversarial_dataset(mnist_cnn, x, y, targets="det", eps=0.5, steps=5, keep="all")
     assert len(everything.y) == 40 and torch.equal(everything.y, (y + 1) % 10)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from advlab.attacks.cw import cw_l2, margin_loss
+from advlab.attacks.cw import cw_l2, cw_margin
 from advlab.attacks.deepfool import deepfool, deepfool_trace
 from advlab.attacks.lbfgs import lbfgs
 from advlab.attacks.one_pixel import changed_pixels, one_pixel
@@ -120,13 +120,13 @@ def test_cw_moves_pixels_at_exactly_zero_and_one(device):
     assert (result.norms >= math.sqrt(0.5) * 0.999).all() and (result.norms <= math.sqrt(0.5) * 1.1).all()
 
 
-def test_margin_loss_masks_the_label():
+def test_cw_margin_masks_the_label():
     logits = torch.tensor([[5.0, 1.0, 3.0], [0.0, 2.0, 9.0]])
     y = torch.tensor([0, 2])
-    torch.testing.assert_close(margin_loss(logits, y), torch.tensor([2.0, 7.0]))
-    torch.testing.assert_close(margin_loss(logits, y, confidence=0.5), torch.tensor([2.0, 7.0]))
-    torch.testing.assert_close(margin_loss(logits, torch.tensor([2, 1]), targeted=True), torch.tensor([2.0, 7.0]))
-    torch.testing.assert_close(margin_loss(logits, y, targeted=True, confidence=1.0), torch.tensor([-1.0, -1.0]))
+    torch.testing.assert_close(cw_margin(logits, y), torch.tensor([2.0, 7.0]))
+    torch.testing.assert_close(cw_margin(logits, y, confidence=0.5), torch.tensor([2.0, 7.0]))
+    torch.testing.assert_close(cw_margin(logits, torch.tensor([2, 1]), targeted=True), torch.tensor([2.0, 7.0]))
+    torch.testing.assert_close(cw_margin(logits, y, targeted=True, confidence=1.0), torch.tensor([-1.0, -1.0]))
 
 
 # ---------------------------------------------------------------------------------------------

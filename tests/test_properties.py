@@ -9,7 +9,7 @@ import torch
 
 from advlab import AdvlabError, properties, zoo
 from advlab.attacks import pgd
-from advlab.attacks.result import lp_norm, predict
+from advlab.attacks.tensors import logits_of, lp_norm
 
 
 def test_random_surface_radius(mnist_test):
@@ -29,7 +29,7 @@ def test_random_surface_radius(mnist_test):
 def test_rarity_noise_fools_far_less(mnist_cnn, mnist_test):
     x, y = mnist_test
     x, y = x[:100], y[:100]
-    adv = pgd(mnist_cnn, x, y, eps=2.5, norm=2, steps=20)
+    adv = pgd(mnist_cnn, x, y, eps=2.5, norm=2, steps=20, generator=torch.Generator().manual_seed(0))
     out = properties.rarity(mnist_cnn, x, y, adv.x_adv, draws=10, generator=torch.Generator().manual_seed(0))
     assert set(out) == {"L2", "Linf"}
     for key, p in (("L2", 2.0), ("Linf", math.inf)):
@@ -69,7 +69,7 @@ def test_transfer_matrix_diagonal_and_shape(mnist_test):
     assert tm.names == list(nets) and tm.rate.shape == tm.conditional.shape == (3, 3)
     correct = torch.ones(len(x), dtype=torch.bool, device=x.device)
     for net in nets.values():
-        correct &= predict(net, x).argmax(1) == y
+        correct &= logits_of(net, x).argmax(1) == y
     assert tm.n == int(correct.sum())
     for i, net in enumerate(nets.values()):
         own = attack(net, x[correct], y[correct]).success.float().mean().item()
@@ -110,7 +110,7 @@ def test_boundary_distances(mnist_cnn, mnist_test):
     x, y = x[:4], y[:4]
     dist = properties.boundary_distances(mnist_cnn, x, eps_max=8.0, search_steps=4, steps=10)
     assert dist.shape == (4, 10)
-    pred = predict(mnist_cnn, x).argmax(1)
+    pred = logits_of(mnist_cnn, x).argmax(1)
     assert (dist[torch.arange(4), pred] == 0).all()
     assert (dist[torch.arange(4), y][pred == y] == 0).all()
     others = torch.ones_like(dist, dtype=torch.bool)

@@ -156,7 +156,7 @@ def tiny_result(monkeypatch):
         zoo.RESULTS,
         "tiny-result",
         {"description": "test entry", "fn": "advlab.toy:_tiny_experiment", "zoo": ["mnist-logistic"],
-         "kwargs": {"fast": {"n": 3}, "full": {"n": 4}}, "depends": ["toy.py"]},
+         "kwargs": {"fast": {"n": 3}, "full": {"n": 4}}, "version": 1},
     )
     return calls
 
@@ -169,24 +169,22 @@ def test_result_is_computed_once_then_cached(tiny_result):
     key, record = zoo.result_key("tiny-result", "fast")
     assert (folder / f"tiny-result-fast-{key}.json").exists() and not list(folder.glob("*.tmp"))
     assert record["zoo_keys"]["mnist-logistic"] == zoo.cache_key("mnist-logistic", "fast")[0]
-    assert record["sources"] == {"toy.py": zoo.source_hash("toy.py")}
+    assert record["version"] == 1 and "sources" not in record  # keyed on the entry, not on source text
 
 
-def test_result_key_covers_sources_models_and_kwargs(tiny_result, monkeypatch):
+def test_result_key_covers_version_models_and_kwargs(tiny_result, monkeypatch):
     key, _ = zoo.result_key("tiny-result", "fast")
     monkeypatch.setitem(zoo.RESULTS["tiny-result"]["kwargs"], "fast", {"n": 5})
     assert zoo.result_key("tiny-result", "fast")[0] != key
     assert zoo.result_info("tiny-result", "fast", compute=False) is None and tiny_result == []
     monkeypatch.setitem(zoo.RESULTS["tiny-result"]["kwargs"], "fast", {"n": 3})
     assert zoo.result_key("tiny-result", "fast")[0] == key
-    real = zoo.source_hash
-    monkeypatch.setattr(zoo, "source_hash", lambda f: "edited" if f == "toy.py" else real(f))
+    monkeypatch.setitem(zoo.RESULTS["tiny-result"], "version", 2)  # the computation changed: a new key
     assert zoo.result_key("tiny-result", "fast")[0] != key
-    monkeypatch.setattr(zoo, "source_hash", real)
+    monkeypatch.setitem(zoo.RESULTS["tiny-result"], "version", 1)
+    assert zoo.result_key("tiny-result", "fast")[0] == key
     monkeypatch.setitem(zoo.RECIPES["mnist-logistic"]["fit"], "fast", {"epochs": 1})
     assert zoo.result_key("tiny-result", "fast")[0] != key
-    with pytest.raises(advlab.AdvlabError, match="not a file"):
-        zoo.source_hash("no_such_module.py")
     with pytest.raises(advlab.AdvlabError, match="tiny-result"):
         zoo.result("no-such-result")
 

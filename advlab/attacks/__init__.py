@@ -5,9 +5,12 @@ Inputs are (N, C, H, W) images in [0, 1]; ``eps`` is in pixel units of the chose
     from advlab import attacks
     adv = attacks.pgd(model, x, y, eps=0.3)              # L∞ PGD, 40 steps, random start
     adv = attacks.pgd(model, x, y, eps=2.0, norm=2)      # L2
+    adv = attacks.apgd(model, x, y, eps=0.3)             # Auto-PGD (Croce & Hein); n_target_classes=9: APGD-T
+    adv = attacks.square(model, x, y, eps=0.3)           # Square Attack: logits only, no gradients
     x_adv, success, norms = attacks.fgsm(model, x, y, eps=0.1)
 """
 
+from advlab.attacks.apgd import apgd
 from advlab.attacks.core import attack_loss, project, random_ball, random_start, steepest_direction
 from advlab.attacks.cw import cw_l2
 from advlab.attacks.deepfool import deepfool
@@ -15,13 +18,16 @@ from advlab.attacks.fgsm import fgsm
 from advlab.attacks.lbfgs import lbfgs
 from advlab.attacks.one_pixel import one_pixel
 from advlab.attacks.pgd import bim, pgd
-from advlab.attacks.result import AttackResult, as_eps, eval_mode, lp_norm, parse_norm, predict
+from advlab.attacks.result import AttackResult
+from advlab.attacks.square import square
 from advlab.attacks.targets import by_label, least_likely, next_class, random_targets
+from advlab.attacks.tensors import as_eps, eval_mode, logits_of, lp_norm, parse_norm
 from advlab.attacks.transfer import transfer
 from advlab.attacks.vat import vat, vat_direction
 
 __all__ = [
     "AttackResult",
+    "apgd",
     "as_eps",
     "attack_loss",
     "bim",
@@ -37,11 +43,12 @@ __all__ = [
     "one_pixel",
     "parse_norm",
     "pgd",
-    "predict",
+    "logits_of",
     "project",
     "random_ball",
     "random_start",
     "random_targets",
+    "square",
     "steepest_direction",
     "transfer",
     "vat",

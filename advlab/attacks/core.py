@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -41,8 +42,14 @@ def per_sample(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def check_loss(loss: str) -> str:
-    """Canonical loss name; raises :class:`AdvlabError` for an unknown one."""
+Objective = Callable[[Tensor, Tensor], Tensor]
+"""A custom attack objective: ``fn(logits (N, K), y (N,)) -> (N,)`` per-sample value that the attack *maximises*."""
+
+
+def check_loss(loss: str | Objective) -> str | Objective:
+    """Canonical loss name, or the callable objective itself; raises :class:`AdvlabError` for an unknown name."""
+    if callable(loss):
+        return loss
     name = str(loss).strip().lower()
     if name not in LOSSES:
         raise AdvlabError(f"Unknown loss {loss!r}; use one of {LOSSES}.")
@@ -80,14 +87,35 @@ def dlr_loss(logits: Tensor, y: Tensor, targeted: bool = False) -> Tensor:
     return -(z_y - _others_max(logits, y)) / (srt[:, 0] - srt[:, 2] + 1e-12)
 
 
-def attack_loss(logits: Tensor, y: Tensor, loss: str = "ce", targeted: bool = False) -> Tensor:
+def targeted_dlr_loss(logits: Tensor, y: Tensor, target: Tensor) -> Tensor:
+    """AutoAttack's targeted DLR (APGD-T), (N,), to be maximised: ``-(z_y - z_t) / (z_π1 - (z_π3 + z_π4) / 2)``.
+
+    ``y`` is the true label and ``target`` the class pushed up; z_π are the sorted logits (needs K >= 4). Unlike
+    :func:`dlr_loss` with ``targeted=True``, which only knows the target, it measures the gap to the true class.
+    """
+    if logits.shape[1] < 4:
+        raise AdvlabError(f"The targeted dlr loss needs at least 4 classes (the model has {logits.shape[1]}).")
+    srt = logits.sort(1, descending=True).values
+    z_y = logits.gather(1, y[:, None]).squeeze(1)
+    z_t = logits.gather(1, target[:, None]).squeeze(1)
+    return -(z_y - z_t) / (srt[:, 0] - 0.5 * (srt[:, 2] + srt[:, 3]) + 1e-12)
+
+
+def attack_loss(logits: Tensor, y: Tensor, loss: str | Objective = "ce", targeted: bool = False) -> Tensor:
     """Per-sample objective (N,) that an attack *maximises*.
 
     Untargeted (y = true label): ``ce`` = cross-entropy, ``margin`` = :func:`margin_loss`, ``dlr`` = :func:`dlr_loss`.
     Targeted (y = target label): minus the cross-entropy to the target, minus the margin of the target, or the
-    targeted DLR, so that larger is always better for the attacker.
+    targeted DLR, so that larger is always better for the attacker. A callable ``loss(logits, y) -> (N,)`` is used
+    as it is (``targeted`` is then the callable's business).
     """
     loss = check_loss(loss)
+    if callable(loss):
+        value = loss(logits, y)
+        if not isinstance(value, Tensor) or value.shape != (len(logits),):
+            raise AdvlabError(f"A custom loss must return one value per sample, shape ({len(logits)},); got "
+                              f"{getattr(value, 'shape', type(value).__name__)}.")
+        return value
     if loss == "ce":
         ce = F.cross_entropy(logits, y, reduction="none")
         return -ce if targeted else ce
@@ -104,7 +132,7 @@ def is_success(logits: Tensor, y: Tensor, targeted: bool = False) -> Tensor:
 
 
 def loss_and_grad(
-    model: nn.Module, x_adv: Tensor, y: Tensor, loss: str = "ce", targeted: bool = False
+    model: nn.Module, x_adv: Tensor, y: Tensor, loss: str | Objective = "ce", targeted: bool = False
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Objective (N,), its gradient w.r.t. the input (N, *) and the logits (N, K) at ``x_adv``.
 

@@ -25,17 +25,23 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks.result import AttackResult, check_inputs, check_logits, eval_mode, finish, predict
+from advlab.attacks.core import margin_loss
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
 from advlab.config import AdvlabError
 
-__all__ = ["cw_l2", "margin_loss"]
+__all__ = ["cw_l2", "cw_margin"]
 
 _TANH_SHRINK = 1.0 - 1e-6
 _C_UNBOUNDED = 1e10  # "no successful c yet" marker for the upper end of the search
 
 
-def margin_loss(logits: Tensor, y: Tensor, targeted: bool = False, confidence: float = 0.0) -> Tensor:
-    """Carlini–Wagner margin f, (N,): how far the sample is from being adversarial, floored at -κ.
+def cw_margin(logits: Tensor, y: Tensor, targeted: bool = False, confidence: float = 0.0) -> Tensor:
+    """Carlini–Wagner's f, (N,): how far the sample is from being adversarial, floored at -κ (to be *minimised*).
+
+    It is minus the package's one margin, :func:`advlab.attacks.core.margin_loss` (``max_{j≠y} z_j - z_y``, positive
+    when the prediction is not y): untargeted ``f = z_y - max_{j≠y} z_j``; targeted (y = target t)
+    ``f = max_{j≠t} z_j - z_t``.
 
     Args:
         logits: (N, K) logits.
@@ -43,17 +49,14 @@ def margin_loss(logits: Tensor, y: Tensor, targeted: bool = False, confidence: f
         targeted: whether ``y`` holds targets.
         confidence: κ ≥ 0; f bottoms out once the adversarial class wins by κ.
     """
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.scatter(1, y[:, None], -math.inf).amax(1)  # best class other than y
-    gap = other - true if targeted else true - other
-    return gap.clamp_min(-confidence)
+    m = margin_loss(logits, y)
+    return (m if targeted else -m).clamp_min(-confidence)
 
 
 def _is_adversarial(logits: Tensor, y: Tensor, targeted: bool, confidence: float) -> Tensor:
     """(N,) bool: the adversarial class wins by more than κ (for κ = 0: the prediction changed)."""
-    true = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.scatter(1, y[:, None], -math.inf).amax(1)
-    return true - other > confidence if targeted else other - true > confidence
+    m = margin_loss(logits, y)
+    return (-m if targeted else m) > confidence
 
 
 def _check_params(confidence: float, c_init: float, binary_search_steps: int, steps: int, lr: float) -> None:
@@ -106,7 +109,7 @@ def cw_l2(
     n = len(x)
     view = (-1,) + (1,) * (x.ndim - 1)
     with eval_mode(model):
-        check_logits(predict(model, x[:1]), y)
+        check_logits(logits_of(model, x[:1]), y)
         w0 = torch.atanh((2 * x - 1) * _TANH_SHRINK)
         c = torch.full((n,), float(c_init), dtype=x.dtype, device=x.device)
         lower = torch.zeros_like(c)
@@ -131,7 +134,7 @@ def cw_l2(
                 x_adv = (torch.tanh(wi) + 1) / 2
                 l2sq = (x_adv - x[idx]).flatten(1).pow(2).sum(1)
                 logits = model(x_adv)
-                loss = l2sq + c[idx] * margin_loss(logits, y[idx], targeted, confidence)
+                loss = l2sq + c[idx] * cw_margin(logits, y[idx], targeted, confidence)
                 (grad,) = torch.autograd.grad(loss.sum(), wi)  # samples are independent: the sum splits
                 with torch.no_grad():
                     adv = _is_adversarial(logits, y[idx], targeted, confidence)

@@ -19,7 +19,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks.result import AttackResult, check_inputs, check_logits, eval_mode, finish, parse_norm, predict
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of, parse_norm
 from advlab.config import AdvlabError
 
 __all__ = ["DeepFoolTrace", "deepfool", "deepfool_trace"]
@@ -67,7 +68,7 @@ def _run(
 ) -> DeepFoolTrace:
     """The DeepFool iterations on validated inputs, with the model already in eval mode."""
     n = len(x)
-    logits0 = predict(model, x)
+    logits0 = logits_of(model, x)
     check_logits(logits0, y)
     if logits0.shape[1] < 2:
         raise AdvlabError("deepfool needs a model with at least 2 classes.")
@@ -108,7 +109,7 @@ def _run(
         x_adv[idx] = (x[idx] + scale * r_tot[idx]).clamp(0, 1)
         iterations[idx[still]] += 1
         active[idx[~still]] = False
-    fooled = predict(model, x_adv).argmax(1) != y
+    fooled = logits_of(model, x_adv).argmax(1) != y
     return DeepFoolTrace(r_tot=r_tot, x_adv=x_adv, iterations=iterations, fooled=fooled)
 
 

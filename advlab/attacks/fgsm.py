@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.core import check_loss, greedy_l1_step, loss_and_grad, per_sample, project
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, finish, parse_norm
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, parse_norm
 
 
 def fgsm(
@@ -52,7 +53,7 @@ def fgsm(
     loss = check_loss(loss)
     with eval_mode(model):
         with torch.no_grad():  # shape, label range and softmax checks on one input: cheap, before any loss
-            check_logits(model(x[:1]), y)
+            check_logits(logits_of(model, x[:1]), y)
         _, grad, _ = loss_and_grad(model, x, y, loss, targeted)
         if math.isinf(p):
             step = per_sample(eps_t, x) * grad.sign()

@@ -29,7 +29,8 @@ import torch
 from scipy.optimize import Bounds, minimize
 from torch import Tensor, nn
 
-from advlab.attacks.result import AttackResult, check_inputs, check_logits, eval_mode, finish, predict
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
 from advlab.config import AdvlabError
 
 __all__ = ["lbfgs", "szegedy_loss"]
@@ -107,7 +108,7 @@ def lbfgs(
     x, labels = check_inputs(x, target if targeted else y, name_y="target" if targeted else "y")
     view = (-1,) + (1,) * (x.ndim - 1)
     with eval_mode(model):
-        check_logits(predict(model, x[:1]), labels)
+        check_logits(logits_of(model, x[:1]), labels)
         log_lo = torch.full((len(x),), math.log(c_lo), dtype=torch.float64, device=x.device)
         log_hi = torch.full_like(log_lo, math.log(c_hi))
         best_l2 = torch.full((len(x),), math.inf, dtype=x.dtype, device=x.device)
@@ -115,7 +116,7 @@ def lbfgs(
         for _ in range(int(search_steps)):
             log_c = (log_lo + log_hi) / 2
             x_opt = _solve(model, x, labels, targeted, log_c.exp().to(x.dtype), max_iter)
-            pred = predict(model, x_opt).argmax(1)
+            pred = logits_of(model, x_opt).argmax(1)
             ok = pred == labels if targeted else pred != labels
             l2 = (x_opt - x).flatten(1).norm(dim=1)
             better = ok & (l2 < best_l2)

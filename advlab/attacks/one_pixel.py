@@ -21,7 +21,8 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks.result import AttackResult, check_inputs, check_logits, eval_mode, finish, predict
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
 from advlab.config import AdvlabError
 
 __all__ = ["changed_pixels", "one_pixel"]
@@ -59,7 +60,7 @@ def _apply(x: Tensor, cand: Tensor) -> Tensor:
 
 def _fitness(model: nn.Module, imgs: Tensor, labels: Tensor, targeted: bool, max_batch: int) -> tuple[Tensor, Tensor]:
     """Fitness (lower is better) and success of (n * P, C, H, W) images; ``labels`` is (n * P,)."""
-    logits = predict(model, imgs, batch_size=max_batch)
+    logits = logits_of(model, imgs, batch_size=max_batch)
     prob = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)
     pred = logits.argmax(1)
     return (-prob, pred == labels) if targeted else (prob, pred != labels)
@@ -124,7 +125,7 @@ def one_pixel(
         return torch.rand(*shape, generator=gen).to(x.device)
 
     with eval_mode(model):
-        clean_logits = predict(model, x)
+        clean_logits = logits_of(model, x)
         check_logits(clean_logits, y)
         clean = clean_logits.argmax(1)
         already = clean == y if targeted else clean != y  # nothing to do: returned unchanged

@@ -7,23 +7,12 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks.core import attack_loss, check_loss, is_success, loss_and_grad, per_sample, project
+from advlab.attacks.core import Objective, attack_loss, check_loss, is_success, per_sample, project
 from advlab.attacks.core import random_start as _random_start
-from advlab.attacks.core import steepest_direction as _direction
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, finish, parse_norm
+from advlab.attacks.engine import ascend, better, default_step_size
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, parse_norm
 from advlab.config import AdvlabError
-
-STEP_FACTOR = 2.5  # default step size = 2.5 · ε / steps (Madry et al.): the walk can cross the ball and come back
-
-
-def default_step_size(eps: Tensor, steps: int) -> Tensor:
-    """``2.5 · ε / steps`` per sample: enough to reach the border of the ball from anywhere in it."""
-    return STEP_FACTOR * eps / max(steps, 1)
-
-
-def _better(loss_new: Tensor, succ_new: Tensor, loss_old: Tensor, succ_old: Tensor) -> Tensor:
-    """(N,) bool: the new iterate beats the old one (a success beats a failure, then the higher objective wins)."""
-    return (succ_new & ~succ_old) | ((succ_new == succ_old) & (loss_new > loss_old))
 
 
 def _run(
@@ -36,69 +25,32 @@ def _run(
     steps: int,
     start: bool,
     targeted: bool,
-    loss: str,
+    loss: str | Objective,
     l1_fraction: float,
     generator: torch.Generator | None,
     early_stop: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One PGD run on a batch; returns the best iterate (N, *), its objective (N,) and success (N,).
+    """One PGD run on a batch with the engine (:func:`advlab.attacks.engine.ascend`) in pixel space; returns the
+    best iterate (N, *), its objective (N,) and success (N,)."""
+    if p == math.inf:  # the L∞ ball ∩ box is a box: its projection is one clamp to bounds computed once
+        lo, hi = (x - per_sample(eps, x)).clamp_(min=0), (x + per_sample(eps, x)).clamp_(max=1)
 
-    With ``early_stop`` the batch shrinks to the samples not yet broken (one host sync per step): a
-    sample keeps its first successful iterate and costs nothing afterwards.
-    """
-    delta = _random_start(x, eps, p, generator) if start else torch.zeros_like(x)
-    best_x = x.clone()
-    best_loss = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
-    best_succ = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    a = alpha.reshape(-1, *([1] * (x.ndim - 1)))
-    active = None  # indices of the samples still attacked (None: all of them)
-    xa, ya, ea = x, y, eps
-    linf = p == math.inf
-    if linf:  # the L∞ ball ∩ box is a box: its projection is one clamp to bounds computed once
-        lo, hi = torch.maximum(-per_sample(ea, xa), -xa), torch.minimum(per_sample(ea, xa), 1 - xa)
-    for k in range(steps + 1):
-        x_adv = xa + delta if linf else (xa + delta).clamp_(0, 1)
-        if k == steps:
-            with torch.no_grad():
-                logits = model(x_adv)
-            value = attack_loss(logits, ya, loss, targeted)
-        else:
-            value, grad, logits = loss_and_grad(model, x_adv, ya, loss, targeted)
-        succ = is_success(logits, ya, targeted)
-        if active is None:
-            upd = _better(value, succ, best_loss, best_succ)
-            # best_x ← x_adv where upd, in place with a 0/1 float mask: exact (v·1 + w·0 = v) and on CPU several
-            # times cheaper than torch.where with a broadcast bool mask
-            m = per_sample(upd.to(x.dtype), x)
-            best_x.mul_(1 - m).addcmul_(x_adv, m)
-            best_loss = torch.where(upd, value, best_loss)
-            best_succ = best_succ | succ
-        else:
-            upd = _better(value, succ, best_loss[active], best_succ[active])
-            best_x[active] = torch.where(per_sample(upd, xa), x_adv, best_x[active])
-            best_loss[active] = torch.where(upd, value, best_loss[active])
-            best_succ[active] = best_succ[active] | succ
-        if k == steps:
-            break
-        # the step, in place on buffers this loop owns (delta, grad): each (N, *) pass costs as much as a
-        # convolution layer of a small network, so allocations and extra passes are avoided
-        if linf:
-            delta = delta.addcmul_(grad.sign_(), a).clamp_(lo, hi)
-        elif p == 2.0:  # α · grad / ||grad||_2, fused into one scaling of grad
-            scale = a / per_sample(grad.flatten(1).norm(dim=1).clamp_min(1e-30), grad)
-            delta = project(delta.add_(grad.mul_(scale)), xa, ea, p)
-        else:
-            delta = project(delta.add_(_direction(grad, p, x_adv, l1_fraction).mul_(a)), xa, ea, p)
-        if early_stop:
-            keep = ~(best_succ if active is None else best_succ[active])
-            if not bool(keep.all()):
-                active = (torch.arange(len(x), device=x.device) if active is None else active)[keep]
-                if active.numel() == 0:
-                    break
-                xa, ya, ea, a, delta = xa[keep], ya[keep], ea[keep], a[keep], delta[keep]
-                if linf:
-                    lo, hi = lo[keep], hi[keep]
-    return best_x, best_loss, best_succ
+        def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
+            return torch.minimum(torch.maximum(z, lo if rows is None else lo[rows]), hi if rows is None else hi[rows])
+    else:
+
+        def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
+            xr, er = (x, eps) if rows is None else (x[rows], eps[rows])
+            return xr + project(z - xr, xr, er, p)
+
+    def objective(z: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+        yr = y if rows is None else y[rows]
+        logits = model(z)
+        return attack_loss(logits, yr, loss, targeted), is_success(logits.detach(), yr, targeted)
+
+    z0 = x + _random_start(x, eps, p, generator) if start else x
+    out = ascend(objective, z0, feasible, steps, alpha, p, early_stop=early_stop, l1_fraction=l1_fraction)
+    return out.z, out.value, out.success
 
 
 def pgd(
@@ -112,7 +64,7 @@ def pgd(
     random_start: bool = True,
     restarts: int = 1,
     targeted: bool = False,
-    loss: str = "ce",
+    loss: str | Objective = "ce",
     l1_fraction: float = 0.01,
     generator: torch.Generator | None = None,
     early_stop: bool = False,
@@ -138,7 +90,8 @@ def pgd(
             iterate near it is; :func:`advlab.eval.robust_accuracy` counts such inputs as broken anyway).
         restarts: number of runs; runs after the first only attack samples that are still not broken.
         targeted: make the model predict y instead of anything but y.
-        loss: ``"ce"`` (cross-entropy), ``"margin"`` (CW: ``max_{j≠y} z_j - z_y``) or ``"dlr"`` (Croce & Hein).
+        loss: ``"ce"`` (cross-entropy), ``"margin"`` (CW: ``max_{j≠y} z_j - z_y``), ``"dlr"`` (Croce & Hein), or a
+            callable objective ``fn(logits, y) -> (N,)`` to maximise (:data:`advlab.attacks.core.Objective`).
         l1_fraction: fraction of coordinates updated per L1 step.
         generator: optional ``torch.Generator`` for the random starts (reproducibility).
         early_stop: stop attacking a sample at its first success (it keeps that iterate). Robust accuracy is
@@ -170,7 +123,7 @@ def pgd(
         alpha = alpha.flatten().expand(len(x)).clone() if alpha.numel() == 1 else alpha.flatten()
     with eval_mode(model):
         with torch.no_grad():  # shape, label range and softmax checks on one input: cheap, before any loss
-            check_logits(model(x[:1]), y)
+            check_logits(logits_of(model, x[:1]), y)
         # no clean forward: without a random start the first iterate is x itself and is evaluated in the loop;
         # with one, x is not an iterate of the run (Madry et al.), and ε = 0 makes the start x again
         best_x = x.clone()
@@ -184,7 +137,7 @@ def pgd(
                 model, x[idx], y[idx], eps_t[idx], alpha[idx], p, int(steps), random_start, targeted, loss,
                 l1_fraction, generator, early_stop,
             )
-            upd = _better(lr, sr, best_loss[idx], best_succ[idx])
+            upd = better(lr, sr, best_loss[idx], best_succ[idx])
             best_x[idx[upd]] = xr[upd]
             best_loss[idx[upd]] = lr[upd]
             best_succ[idx] = best_succ[idx] | sr

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks.result import check_inputs, check_logits, eval_mode, predict
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
 from advlab.config import AdvlabError
 
 
@@ -48,6 +48,6 @@ def least_likely(model: nn.Module, x: Tensor) -> Tensor:
     """(N,) the class with the lowest logit on the clean input (Kurakin et al.'s "least-likely class")."""
     x, _ = check_inputs(x)
     with eval_mode(model):
-        logits = predict(model, x)
+        logits = logits_of(model, x)
     check_logits(logits)
     return logits.argmin(1)

@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from advlab.attacks.result import AttackResult, check_inputs, check_logits, eval_mode, finish, predict
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
 
 
 def transfer(
@@ -27,5 +28,5 @@ def transfer(
     x, y = check_inputs(x, y)
     crafted = attack(surrogate, x, y, **kw)
     with eval_mode(target):
-        check_logits(predict(target, x[:1]), y[:1])
+        check_logits(logits_of(target, x[:1]), y[:1])
         return finish(target, x, crafted.x_adv, y, crafted.norm, targeted=bool(kw.get("targeted", False)))

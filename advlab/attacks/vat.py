@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advlab.attacks.core import per_sample
-from advlab.attacks.result import AttackResult, as_eps, check_inputs, check_logits, eval_mode, finish
+from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode
 from advlab.config import AdvlabError
 
 FD_MIN = 1e-3

@@ -228,7 +228,7 @@ def check_targeted_fgsm(fn: Callable) -> str:
           "use logits.gather(1, y[:, None]) for z_y and logits.scatter(1, y[:, None], float('-inf')) for the others.")
 def check_cw_margin(fn: Callable) -> str:
     """``cw_margin(logits, y, kappa=0.0) -> (N,) max(z_y - max_{j != y} z_j, -κ)`` (Carlini & Wagner's f)."""
-    from advlab.attacks.cw import margin_loss
+    from advlab.attacks.cw import cw_margin
 
     g = _gen(10)
     z = torch.randn((8, 5), generator=g) * 3
@@ -243,7 +243,7 @@ def check_cw_margin(fn: Callable) -> str:
         _unchanged([l0, y0], [logits, labels], "logits or y")
         _shape(out, (len(logits),), "the margin",
                "return one value per sample, shaped (N,): no .mean() or .sum() over the batch.")
-        ref = margin_loss(logits, labels, targeted=False, confidence=kappa)
+        ref = cw_margin(logits, labels, targeted=False, confidence=kappa)
         if _close(out, ref, 1e-5):
             continue
         true = logits.gather(1, labels[:, None]).squeeze(1)

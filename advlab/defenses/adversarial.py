@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advlab import config, train
-from advlab.attacks.core import per_sample, project, steepest_direction
+from advlab.attacks.core import project
+from advlab.attacks.engine import ascend, default_step_size
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.pgd import pgd
-from advlab.attacks.result import as_eps, check_inputs, parse_norm
+from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, parse_norm
 from advlab.attacks.vat import kl_divergence, vat_direction
 from advlab.config import AdvlabError
 
@@ -448,24 +449,22 @@ def trades_adversary(
     p = parse_norm(norm)
     eps_t = as_eps(_check_eps(eps), x)
     steps = _check_int(steps, "steps", 0)
-    alpha = 2.5 * eps_t / max(steps, 1) if step_size is None else as_eps(step_size, x)
+    alpha = default_step_size(eps_t, steps) if step_size is None else as_eps(step_size, x)
     x = x.detach()
-    was = model.training
-    model.eval()
-    try:
+    with eval_mode(model, warn=False):  # TRADES calls it on a model in train mode on purpose
         with torch.no_grad():
             logits = model(x)
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
-        delta = project(0.001 * noise, x, eps_t, p)
-        for _ in range(steps):
-            x_adv = (x + delta).requires_grad_(True)
-            with torch.enable_grad():
-                kl = kl_divergence(logits, model(x_adv)).sum()
-                (grad,) = torch.autograd.grad(kl, x_adv)
-            delta = project(delta + per_sample(alpha, x) * steepest_direction(grad, p, x_adv.detach()), x, eps_t, p)
-    finally:
-        model.train(was)
-    return (x + delta).clamp(0, 1).detach()
+        z0 = x + project(0.001 * noise, x, eps_t, p)
+
+        def objective(z: Tensor, rows: Tensor | None) -> tuple[Tensor, None]:
+            return kl_divergence(logits, model(z)), None
+
+        def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
+            return x + project(z - x, x, eps_t, p)
+
+        run = ascend(objective, z0, feasible, steps, alpha, p, keep_last=True)
+    return run.z.clamp(0, 1).detach()
 
 
 def trades_loss(
@@ -626,7 +625,7 @@ def label_leaking_eval(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> di
     """
     x, y = check_inputs(x, y)
     model.eval()
-    pred = train.predict(model, x).to(y.device)
+    pred = train.labels_of(model, x).to(y.device)
     acc = (pred == y).float().mean().item()
     adv_true = fgsm(model, x, y, eps).x_adv
     adv_pred = fgsm(model, x, pred, eps).x_adv
@@ -678,17 +677,17 @@ def table(n: int = 1000, steps: int = 40, restarts: int = 1, strong: bool = Fals
     """Markdown table of clean and robust accuracy of the zoo's defended MNIST models on the first n test images.
 
     Robust accuracy is :func:`pgd_accuracy` (PGD on cross-entropy, ``steps`` steps, ``restarts`` random starts), the
-    same metric the zoo records when it builds the models. ``strong=True`` instead takes the per-sample worst case
-    over FGSM, PGD-CE and PGD-margin with ``restarts`` restarts (:func:`advlab.eval.default_attacks`). Training times
+    same metric the zoo records when it builds the models. ``strong=True`` instead takes the AutoAttack-grade
+    default of :func:`advlab.eval.robust_accuracy` (APGD-CE, APGD-T, Square; per-sample worst case). Training times
     are the zoo's records (a CPU shared with other jobs, so only roughly comparable).
     """
     from advlab import data, zoo
-    from advlab.eval import default_attacks, robust_accuracy
+    from advlab.eval import robust_accuracy
 
     x, y, _ = data.load("mnist", "test", n=n)
     dev = config.device()
     x, y = x.to(dev), y.to(dev)
-    head = "worst case of FGSM, PGD-CE, PGD-margin" if strong else f"PGD-{steps}, {restarts} restart(s)"
+    head = "AutoAttack-grade: APGD-CE, APGD-T, Square" if strong else f"PGD-{steps}, {restarts} restart(s)"
     lines = [
         f"| Model | zoo name | ε (norm) | Clean accuracy | PGD accuracy ({head}) | Training time |",
         "|---|---|---|---|---|---|",
@@ -696,7 +695,7 @@ def table(n: int = 1000, steps: int = 40, restarts: int = 1, strong: bool = Fals
     for label, name, eps, norm in TABLE_MODELS:
         model = zoo.load(name)
         if strong:
-            rep = robust_accuracy(model, x, y, eps, norm, attacks=default_attacks(steps, restarts, seed))
+            rep = robust_accuracy(model, x, y, eps, norm, seed=seed)
             robust = rep.robust_accuracy
         else:
             robust = pgd_accuracy(model, x, y, eps, norm, steps=steps, restarts=restarts, seed=seed)

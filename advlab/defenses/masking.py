@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.pgd import pgd
-from advlab.attacks.result import check_inputs
+from advlab.attacks.tensors import check_inputs
 from advlab.config import AdvlabError
 
 

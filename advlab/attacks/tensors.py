@@ -1,0 +1,163 @@
+"""The checks and tensor helpers that every layer above the attacks uses: input validation, per-sample ε, norm names,
+eval mode and batched logits.
+
+Shapes: ``x`` is (N, *) in [0, 1] pixel space, ``y`` (N,) integer labels, ``eps`` a scalar or (N,) radius in pixel
+units of the norm, ``p`` one of ``math.inf``, ``2.0``, ``1.0``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from advlab.config import AdvlabError
+
+NORMS = {"inf": math.inf, "linf": math.inf, "2": 2.0, "l2": 2.0, "1": 1.0, "l1": 1.0}
+
+
+
+def parse_norm(norm: str | float | int) -> float:
+    """Canonical p for a norm name: ``"inf"``/``"linf"``/``inf`` -> inf, ``2``/``"l2"`` -> 2., ``1`` -> 1."""
+    if isinstance(norm, (int, float)) and not isinstance(norm, bool):
+        if float(norm) in (1.0, 2.0, math.inf):
+            return float(norm)
+    elif isinstance(norm, str) and norm.strip().lower() in NORMS:
+        return NORMS[norm.strip().lower()]
+    raise AdvlabError(f"Unknown norm {norm!r}; use 'inf', 2 or 1.")
+
+
+def lp_norm(delta: Tensor, p: float) -> Tensor:
+    """Per-sample ``||delta||_p`` of a (N, *) tensor; returns (N,)."""
+    return torch.linalg.vector_norm(delta.flatten(1), ord=p, dim=1)
+
+
+def as_eps(eps: float | Tensor, x: Tensor) -> Tensor:
+    """ε as a (N,) float tensor on x's device: a scalar, a (1,) or a (N,) tensor; rejects ε < 0, NaN and ∞.
+
+    An infinite radius has no steps (2.5·ε/steps), no random start and no projection; the whole box around any x
+    is reached with ε = 1 (L∞), sqrt(d) (L2) or d (L1).
+    """
+    eps_t = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
+    if eps_t.ndim > 1 or (eps_t.ndim == 1 and eps_t.numel() not in (1, len(x))):
+        raise AdvlabError(f"eps has shape {tuple(eps_t.shape)} for a batch of {len(x)}; pass a scalar, or a (N,) "
+                          f"tensor with one radius per sample (N = {len(x)}).")
+    eps_t = eps_t.reshape(-1).expand(len(x)) if eps_t.numel() == 1 else eps_t
+    if torch.isnan(eps_t).any() or (eps_t < 0).any():
+        raise AdvlabError(f"eps must be >= 0 (got min {eps_t.min().item():g}); it is a radius in pixel units.")
+    if torch.isinf(eps_t).any():
+        raise AdvlabError("eps must be finite; to allow any perturbation inside the box use eps = 1 for L∞, "
+                          "sqrt(d) for L2 or d for L1 (d = pixels per input).")
+    return eps_t.clone()
+
+
+def check_inputs(x: Tensor, y: Tensor | None = None, *, name_y: str = "y") -> tuple[Tensor, Tensor | None]:
+    """Validate a batch: x is (N, *) floating in [0, 1], y is (N,) integer labels.
+
+    Returns ``(x.detach(), y)``; raises :class:`AdvlabError` with a hint on bad input.
+    """
+    if not isinstance(x, Tensor):
+        raise AdvlabError(f"x must be a torch.Tensor, got {type(x).__name__}; use torch.as_tensor(x).")
+    if x.ndim < 2:
+        raise AdvlabError(
+            f"x must be a batch shaped (N, C, H, W) or (N, D), got shape {tuple(x.shape)}; "
+            "add a batch dimension with x[None]."
+        )
+    if len(x) == 0:
+        raise AdvlabError("The batch is empty (N = 0); pass at least one input.")
+    if not x.is_floating_point():
+        raise AdvlabError(f"x must be floating point in [0, 1], got {x.dtype}; for uint8 images use x.float() / 255.")
+    lo, hi = x.min().item(), x.max().item()
+    if lo < 0 or hi > 1 or math.isnan(lo):
+        raise AdvlabError(
+            f"x must lie in [0, 1] pixel space (got min {lo:.3g}, max {hi:.3g}); "
+            "undo any normalization and put it inside the model (advlab.models.Normalize)."
+        )
+    if y is not None:
+        if not isinstance(y, Tensor):
+            y = torch.as_tensor(y)
+        if y.ndim != 1 or len(y) != len(x):
+            raise AdvlabError(
+                f"{name_y} must be shaped (N,) = ({len(x)},), got {tuple(y.shape)}; one integer label per input."
+            )
+        if y.is_floating_point() or y.dtype == torch.bool:
+            raise AdvlabError(f"{name_y} must hold integer class labels, got {y.dtype}; use {name_y}.long().")
+        y = y.to(x.device, torch.long)
+    return x.detach(), y
+
+
+def check_logits(logits: Tensor, y: Tensor | None = None) -> None:
+    """Check a model's output on a batch: (N, K) logits, labels < K; warn if it looks like probabilities."""
+    if isinstance(logits, (tuple, list)):
+        raise AdvlabError(f"The model returned a {type(logits).__name__} of {len(logits)} items; attacks need one "
+                          "(N, K) logits tensor. Wrap it in an nn.Module whose forward returns only the logits.")
+    if not isinstance(logits, Tensor):
+        raise AdvlabError(f"The model returned a {type(logits).__name__}; attacks need an (N, K) logits tensor.")
+    if logits.ndim != 2:
+        raise AdvlabError(f"The model must return logits shaped (N, K), got {tuple(logits.shape)}.")
+    if y is not None and len(y) and (y.min() < 0 or y.max() >= logits.shape[1]):
+        raise AdvlabError(f"Labels must lie in [0, {logits.shape[1] - 1}] for a model with {logits.shape[1]} outputs.")
+    rows = logits.detach().float()
+    if (rows >= 0).all() and torch.allclose(rows.sum(1), torch.ones(len(rows), device=rows.device), atol=1e-4):
+        warnings.warn(
+            "The model's outputs are non-negative and sum to 1: it looks like it returns probabilities. "
+            "Attacks need logits; remove the final softmax, or the gradients will vanish.",
+            stacklevel=3,
+        )
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module, warn: bool = True) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode (dropout off, batch-norm running statistics), restoring every submodule's mode
+    afterwards: the one eval-mode helper of the package.
+
+    Parameters are also frozen (``requires_grad=False``) inside the block so that gradients are taken with respect
+    to the input only; their flags are restored on exit. ``warn``: say so when the model was in train mode (an
+    attack on a model in train mode is a common mistake; a bound computed from the weights is not).
+    """
+    if not isinstance(model, nn.Module):
+        raise AdvlabError(f"model must be a torch.nn.Module, got a {type(model).__name__}; wrap a function f in a "
+                          "module: class M(nn.Module): def forward(self, x): return f(x).")
+    was_training = model.training
+    if was_training and warn:
+        warnings.warn(
+            "The model was in train mode; advlab attacks it in eval mode (dropout off, batch-norm "
+            "running statistics) and puts it back in train mode afterwards. Call model.eval() first "
+            "to silence this.",
+            stacklevel=3,
+        )
+    flags = [p.requires_grad for p in model.parameters()]
+    modes = [(m, m.training) for m in model.modules()]  # each submodule's own flag (a wrapper may hold an eval model)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(model.parameters(), flags):
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+
+
+@torch.no_grad()
+def logits_of(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
+    """Logits (N, K) of ``model`` on ``x``, computed in batches without gradients (the model's mode is left as is:
+    attacks call it inside :func:`eval_mode`). A model that cannot take ``x``'s shape gets a clear error."""
+    if not callable(model):
+        raise AdvlabError(f"model must be a torch.nn.Module, got a {type(model).__name__}.")
+    try:
+        outs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    except RuntimeError as err:
+        if "shape" not in str(err) and "size" not in str(err) and "dimension" not in str(err):
+            raise
+        raise AdvlabError(f"The model cannot take inputs shaped {tuple(x.shape)} ({str(err).splitlines()[0]}). "
+                          "Give it the shape it was built for, e.g. (N, 1, 28, 28) images for an MNIST CNN, not "
+                          "flat (N, 784) vectors: x.view(-1, 1, 28, 28).") from err
+    if len(outs) > 1 and not all(isinstance(o, Tensor) for o in outs):
+        check_logits(outs[0])
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
