@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 
 install:
 	$(PIP) install -e ".[dev]"
-	$(PIP) install --no-deps "torchattacks==3.5.1"
+	$(PIP) install --no-deps "torchattacks==3.5.1" "adv-lib==0.2.8"
 
 lab: install
 	$(PY) -m jupyter lab notebooks/
@@ -19,10 +19,7 @@ test: install
 # - ADVLAB_JITTER=1e-6 moves the last bits of every weight: every checked output must still reproduce exactly
 #   (one that flips sits on a rounding edge and would flip on another CPU);
 # - ADVLAB_SEED=1 changes every seed the notebooks use: the printed numbers move, the claims (asserts) must hold.
-# The notebooks whose checked cells already state claims; the others join this list as they are converted
-# (issue #14), until it is simply `notebooks solutions`.
-PERTURBED := notebooks/01_nonrobustness.ipynb notebooks/02_definitions.ipynb \
-	solutions/01_nonrobustness.ipynb solutions/02_definitions.ipynb
+PERTURBED := notebooks solutions
 test-perturbed:
 	ADVLAB_JITTER=1e-6 $(PY) -m pytest -p no:cacheprovider $(PERTURBED)
 	ADVLAB_SEED=1 $(PY) -m pytest -p no:cacheprovider --nbval-claims-only $(PERTURBED)

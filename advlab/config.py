@@ -21,10 +21,14 @@ asserts, must hold).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import os
 import random
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -118,6 +122,9 @@ def jitter_weights(model: torch.nn.Module) -> torch.nn.Module:
 def seed_everything(seed: int | None = None, deterministic: bool = True) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices); optionally ask for deterministic kernels.
 
+    For a notebook's or a script's first cell. Library functions that call it are decorated with :func:`isolated`,
+    so that they leave the caller's random state and flags as they found them.
+
     ``seed=None`` takes the course's seed, :func:`seed` ``()`` (``ADVLAB_SEED``, default 0). Returns a CPU
     ``torch.Generator`` seeded with the same value for code that wants its own stream.
     """
@@ -132,6 +139,48 @@ def seed_everything(seed: int | None = None, deterministic: bool = True) -> torc
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def preserved_random_state() -> Iterator[None]:
+    """Run a block that may seed and draw from the global RNGs and flip the determinism flags; afterwards the
+    caller's Python, NumPy and torch (CPU and, where available, CUDA) random states, the deterministic-algorithms
+    flags, cuDNN's flags and ``CUBLAS_WORKSPACE_CONFIG`` are exactly as they were, whatever the block did or raised.
+    """
+    py, npy, cpu = random.getstate(), np.random.get_state(), torch.random.get_rng_state()  # noqa: NPY002
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    det, det_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    bench, cudnn_det = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)  # noqa: NPY002
+        torch.random.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+        torch.use_deterministic_algorithms(det, warn_only=det_warn)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = bench, cudnn_det
+        if cublas is None:
+            os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+        else:
+            os.environ["CUBLAS_WORKSPACE_CONFIG"] = cublas
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def isolated(fn: F) -> F:
+    """Decorator for library functions that seed the global RNGs (:func:`seed_everything`) to be reproducible:
+    the call runs inside :func:`preserved_random_state`, so the caller's random state and flags survive it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with preserved_random_state():
+            return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def profile() -> str:

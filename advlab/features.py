@@ -333,6 +333,7 @@ def _robust_perturb(eps: float, steps: int) -> Callable[[nn.Module, Tensor, Tens
     return perturb
 
 
+@config.isolated
 def _model(preset: dict[str, Any], seed: int) -> nn.Module:
     arch, kwargs = preset["arch"]
     config.seed_everything(seed)
@@ -367,6 +368,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 50
     return clean / len(x), robust / len(x)
 
 
+@config.isolated
 def experiment(
     dataset: str = "mnist",
     *,

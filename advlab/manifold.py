@@ -441,6 +441,7 @@ def train_fonts(
     return train.fit(model, sample.x, idx, perturb=perturb, loss_fn=loss_fn, **fit_kwargs)
 
 
+@config.isolated
 def fonts_net(seed: int = 0) -> nn.Module:
     """The classifier of :func:`n_sweep`: :func:`advlab.models.mnist_net` (28×28 gray letters, 10 classes)."""
     config.seed_everything(seed)

@@ -73,6 +73,7 @@ def augment_shift(xb: Tensor, pixels: int, generator: torch.Generator) -> Tensor
     return padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+@config.isolated
 def fit(
     model: nn.Module,
     x: Tensor,

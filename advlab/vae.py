@@ -168,6 +168,7 @@ def fit_vae(
     return {"train_neg_elbo": round((total / steps).item(), 2)}
 
 
+@config.isolated
 def train_vae(
     x: Tensor,
     y: Tensor | None = None,

@@ -241,6 +241,7 @@ def architecture(name: str, profile: str) -> list:
     return arch[profile] if isinstance(arch, dict) else arch
 
 
+@config.isolated
 def build(name: str, profile: str | None = None, seed: int = 0) -> nn.Module:
     """An untrained model with the architecture of zoo entry ``name``, initialised from ``seed``."""
     arch, kwargs = architecture(name, profile or config.profile())
@@ -322,6 +323,7 @@ def load(name: str, *, profile: str | None = None, retrain: bool = False, progre
     if config.weight_jitter():
         raise AdvlabError(f"ADVLAB_JITTER is set: it perturbs stored models for a test run, and {name!r} is not "
                           "stored yet. Unset ADVLAB_JITTER to train and cache it first.")
+    model = build(name, profile)  # a fresh start: a failed load_state_dict may have copied part of a bad checkpoint
     save(model, name, profile, key, record, cached, progress=progress)
     return config.jitter_weights(model).to(config.device()).eval()
 

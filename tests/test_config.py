@@ -143,3 +143,47 @@ def test_zoo_refuses_to_train_and_cache_under_jitter(monkeypatch, tmp_path):
     with pytest.raises(advlab.AdvlabError, match="ADVLAB_JITTER"):
         zoo.load("mnist-logistic", retrain=True, progress=False)
     assert not list(tmp_path.rglob("*.pt"))
+
+
+def _global_state():
+    import random
+
+    import numpy as np
+
+    return (random.getstate(), np.random.get_state()[1].tobytes(), torch.random.get_rng_state(),  # noqa: NPY002
+            torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark)
+
+
+def _same(a, b) -> bool:
+    return a[0] == b[0] and a[1] == b[1] and torch.equal(a[2], b[2]) and a[3:] == b[3:]
+
+
+def test_library_calls_leave_the_callers_random_state_and_flags_alone():
+    # zoo.load (through build), train.fit and a results helper seed the global RNGs to be reproducible; the caller's
+    # streams and the deterministic-algorithms flag must be as they were (issue: every zoo.load reseeded them to 0).
+    from advlab import data, models, train, zoo
+
+    torch.use_deterministic_algorithms(False)
+    try:
+        net = models.mlp(hidden=8, depth=1)  # (its initialisation draws from the global stream, so before `before`)
+        x, y, _ = data.load("mnist", "train", n=64)
+        torch.manual_seed(1234)
+        before = _global_state()
+        zoo.load("mnist-cnn", progress=False)
+        train.fit(net, x, y, epochs=1, batch_size=32, progress=False, seed=3)
+        assert _same(before, _global_state())
+        draw = torch.rand(3)
+        torch.manual_seed(1234)
+        assert torch.equal(draw, torch.rand(3))  # the caller's next draw is the one it would have had
+    finally:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def test_preserved_random_state_restores_after_an_error():
+    torch.manual_seed(7)
+    before = _global_state()
+    with pytest.raises(RuntimeError), config.preserved_random_state():
+        config.seed_everything(99, deterministic=not torch.are_deterministic_algorithms_enabled())
+        torch.rand(10)
+        raise RuntimeError("boom")
+    assert _same(before, _global_state())

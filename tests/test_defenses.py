@@ -105,6 +105,30 @@ def test_catastrophic_overfitting_detector():
         adv.detect_catastrophic_overfitting([0.1], [0.1, 0.2])
 
 
+def _co_demo_curves(mnist_cnn, seed: int, **overrides) -> tuple[dict, int | None]:
+    """Run adv.CO_DEMO (the notebook's live demonstration) on a copy of the standard CNN; (curves, detected epoch)."""
+    setting = {**adv.CO_DEMO, **overrides}
+    n = setting.pop("n")
+    x, y, _ = data.load("mnist", "train")  # the fast-profile training set, as in the notebook
+    out = adv.fgsm_rs_at(copy.deepcopy(mnist_cnn), x[:n].to(config.device()), y[:n].to(config.device()), **setting,
+                         seed=seed, progress=False)
+    return out["history"].extra, out["catastrophic_overfitting_epoch"]
+
+
+def _co_collapsed(curves: dict, co_epoch: int | None) -> bool:
+    """The claims of notebook 04b about its tiny FGSM run (same thresholds)."""
+    fgsm_acc, pgd_acc = curves["fgsm_accuracy"], curves["pgd_accuracy"]
+    return max(pgd_acc) < 0.1 and fgsm_acc[-1] > pgd_acc[-1] + 0.2 and co_epoch is not None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_co_demo_overfits_catastrophically(mnist_cnn, seed):
+    # Held-out PGD accuracy stays about 0 while FGSM accuracy pulls far away, and the monitor flags it, for every seed
+    # (notebook 04b runs this live under ADVLAB_SEED and ADVLAB_JITTER and states it as claims).
+    curves, co_epoch = _co_demo_curves(mnist_cnn, seed)
+    assert _co_collapsed(curves, co_epoch), (curves, co_epoch)
+
+
 def test_monitor_records_and_stops(mnist_cnn, mnist_test):
     x, y = mnist_test[0][:50], mnist_test[1][:50]
     hist = train.History()
@@ -157,6 +181,7 @@ def test_bpda_breaks_input_quantization(mnist_cnn, mnist_test):
     out = masking_report(mnist_cnn, x, y, eps=0.3, steps=20, sanity=False)
     assert out["pgd"] > 0.7  # the masked gradients fool PGD ...
     assert out["bpda"] < 0.1 and out["transfer"] < 0.3  # ... but not BPDA or a transfer attack
+    assert out["square"] < 0.1  # ... nor the Square Attack, which never asks for a gradient
     report = sanity_checks(defended, x[:50], y[:50], 0.3, steps=(5, 20), surrogate=mnist_cnn)
     assert not report.passed
     assert not report["gradients"].passed

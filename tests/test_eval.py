@@ -269,3 +269,25 @@ def test_misfit_models_get_one_clear_error(batch):
             attack(lambda t: model(t), x)
     with pytest.raises(AdvlabError, match=r"inputs shaped \(1, 784\).*\(N, 1, 28, 28\)"):
         pgd(model, x.flatten(1), y, 0.1, steps=1)
+
+
+def test_accuracy_interval_is_the_exact_binomial_interval():
+    from scipy.stats import binomtest
+
+    from advlab.eval import accuracy_interval
+
+    for k, n in [(700, 1000), (3, 20), (0, 50), (50, 50)]:
+        ref = binomtest(k, n).proportion_ci(confidence_level=0.95, method="exact")
+        low, high = accuracy_interval(k, n)
+        assert low == pytest.approx(ref.low, abs=1e-9) and high == pytest.approx(ref.high, abs=1e-9)
+    low, high = accuracy_interval(700, 1000)
+    assert 0.026 < 0.7 - low < 0.031 and 0.026 < high - 0.7 < 0.031  # the ±2.8 points quoted in the docs
+    with pytest.raises(AdvlabError):
+        accuracy_interval(5, 4)
+
+
+def test_report_prints_its_interval(mnist_cnn, mnist_test):
+    x, y = mnist_test[0][:40], mnist_test[1][:40]
+    rep = robust_accuracy(mnist_cnn, x, y, 0.0, attacks={"fgsm": lambda m, xa, ya, e, p: fgsm(m, xa, ya, e)})
+    low, high = rep.interval
+    assert low <= rep.robust_accuracy <= high and "95 % interval" in rep.summary()

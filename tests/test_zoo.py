@@ -106,6 +106,33 @@ def test_corrupt_checkpoints_are_rebuilt(tiny_entry, damage):
     assert json.loads(meta.read_text())["sha256"] == zoo._sha256(pt)
 
 
+def test_a_rebuild_starts_from_fresh_weights(tiny_entry, monkeypatch):
+    # A checkpoint whose first tensor fits and whose second does not: load_state_dict copies the first before it
+    # fails. The rebuild must train from a freshly initialised model, not from those copied weights.
+    zoo.load(tiny_entry, progress=False)
+    key, _ = zoo.cache_key(tiny_entry, "fast")
+    pt = advlab.cache_dir() / "zoo" / f"{tiny_entry}-fast-{key}.pt"
+    state = torch.load(pt, weights_only=True)
+    first, second = list(state)[:2]
+    bad = {k: torch.full_like(v, 7.0) for k, v in state.items()}
+    bad[second] = torch.zeros(3, 3)
+    torch.save(bad, pt)
+    meta = pt.with_suffix(".json")
+    record = json.loads(meta.read_text())
+    record["sha256"] = zoo._sha256(pt)  # a matching checksum, so that loading gets as far as load_state_dict
+    meta.write_text(json.dumps(record))
+    started_from = {}
+
+    def record_start(model, *args, **kwargs):
+        started_from["first"] = model.state_dict()[first].clone()
+        raise RuntimeError("stop before training")
+
+    monkeypatch.setattr(zoo, "save", record_start)
+    with pytest.warns(UserWarning, match="rebuilt"), pytest.raises(RuntimeError, match="stop before training"):
+        zoo.load(tiny_entry, progress=False)
+    assert torch.equal(started_from["first"], zoo.build(tiny_entry, "fast").state_dict()[first])
+
+
 def test_unknown_name_is_clear():
     with pytest.raises(advlab.AdvlabError, match="mnist-cnn"):
         zoo.load("mnist-resnet-9000")

@@ -336,7 +336,21 @@ def fgsm_rs_at(
     )
 
 
+#: The live catastrophic-overfitting demonstration of ``notebooks/04b_defenses.ipynb`` (10-15 s on 2 CPU cores):
+#: FGSM training in Goodfellow et al.'s setting (α = ε, no random start), fine-tuning a copy of the zoo's standard
+#: ``mnist-cnn`` on the first ``n`` fast-profile MNIST training images, ``holdout`` of which are set aside for the
+#: per-epoch monitor. Within a few epochs the held-out FGSM accuracy pulls far away from PGD-10 accuracy, which stays
+#: about 0, and :func:`detect_catastrophic_overfitting` fires, for every seed tried (0-4, each also under
+#: ``ADVLAB_JITTER`` 1e-6 and 1e-5; ``tests/test_defenses.py`` runs seeds 0-2). Use as
+#: ``fgsm_rs_at(model, x[:n], y[:n], **rest, seed=...)`` with ``n = CO_DEMO["n"]`` and ``rest`` the other keys.
+CO_DEMO: dict[str, Any] = dict(
+    n=1100, eps=0.3, alpha=0.3, random_start=False, holdout=100, epochs=6, batch_size=32, lr=3e-3, optimizer="adam",
+    weight_decay=0.0, schedule="constant", shift=1,
+)
+
+
 # ------------------------------------------------------------------------------------------------------ free AT
+@config.isolated
 def free_at(
     model: nn.Module,
     x: Tensor,
@@ -682,14 +696,21 @@ def table(n: int = 1000, steps: int = 40, restarts: int = 1, strong: bool = Fals
     are the zoo's records (a CPU shared with other jobs, so only roughly comparable).
     """
     from advlab import data, zoo
-    from advlab.eval import robust_accuracy
+    from advlab.eval import accuracy_interval, robust_accuracy
 
     x, y, _ = data.load("mnist", "test", n=n)
     dev = config.device()
     x, y = x.to(dev), y.to(dev)
-    head = "AutoAttack-grade: APGD-CE, APGD-T, Square" if strong else f"PGD-{steps}, {restarts} restart(s)"
+    n = len(y)
+    head = "AutoAttack-grade: APGD-CE → APGD-T → Square" if strong else f"PGD-{steps}, {restarts} restart(s)"
+
+    def with_interval(acc: float) -> str:
+        low, high = accuracy_interval(round(acc * n), n)
+        return f"{acc:.1%} ({low:.1%}–{high:.1%})"
+
     lines = [
-        f"| Model | zoo name | ε (norm) | Clean accuracy | PGD accuracy ({head}) | Training time |",
+        f"| Model | zoo name | ε (norm) | clean accuracy (95 % interval) | robust accuracy, {head} (95 % interval) "
+        "| training time |",
         "|---|---|---|---|---|---|",
     ]
     for label, name, eps, norm in TABLE_MODELS:
@@ -702,8 +723,8 @@ def table(n: int = 1000, steps: int = 40, restarts: int = 1, strong: bool = Fals
         info = zoo.info(name) or {}
         secs = info.get("metrics", {}).get("train_seconds", float("nan"))
         lines.append(
-            f"| {label} | `{name}` | {eps:g} (L{'∞' if norm == 'inf' else norm}) | {train.accuracy(model, x, y):.1%} | "
-            f"{robust:.1%} | {secs:.0f} s |"
+            f"| {label} | `{name}` | {eps:g} (L{'∞' if norm == 'inf' else norm}) | "
+            f"{with_interval(train.accuracy(model, x, y))} | {with_interval(robust)} | {secs:.0f} s |"
         )
     return "\n".join(lines)
 
@@ -717,6 +738,7 @@ def _mnist(profile_n: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor
     return x.to(dev), y.to(dev), xt.to(dev), yt.to(dev)
 
 
+@config.isolated
 def overfitting_experiment(
     eps: float = 0.3, epochs: int = 15, settings: tuple[tuple[str, float, bool], ...] | None = None, seed: int = 0,
 ) -> list[dict[str, Any]]:
@@ -745,6 +767,7 @@ def overfitting_experiment(
     return rows
 
 
+@config.isolated
 def leaking_experiment(
     eps: float = 0.3, epochs: int = 10, mix: float = 0.5, seed: int = 0
 ) -> dict[str, dict[str, float]]:
@@ -762,6 +785,7 @@ def leaking_experiment(
     return out
 
 
+@config.isolated
 def vat_experiment(
     labels: int = 100, eps: float = 2.0, alpha: float = 1.0, epochs: int = 60, seed: int = 0
 ) -> dict[str, float]:
@@ -793,7 +817,8 @@ def _main(argv: list[str] | None = None) -> int:
                                      description="Reproduce the numbers of docs/defenses.md.")
     parser.add_argument("what", choices=["table", "overfitting", "leaking", "vat"])
     parser.add_argument("--n", type=int, default=1000, help="test images for the table")
-    parser.add_argument("--strong", action="store_true", help="table: worst case over FGSM, PGD-CE, PGD-margin")
+    parser.add_argument("--strong", action="store_true",
+                        help="table: the AutoAttack-grade default of advlab.eval.robust_accuracy instead of PGD-40")
     parser.add_argument("--eps", type=float, default=0.3, help="leaking: L∞ radius of training and evaluation")
     parser.add_argument("--mix", type=float, default=0.5, help="leaking: adversarial fraction of each batch")
     args = parser.parse_args(argv)

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.pgd import pgd
+from advlab.attacks.square import square
 from advlab.attacks.tensors import check_inputs
 from advlab.config import AdvlabError
 
@@ -82,14 +83,17 @@ def masking_report(
     sanity: bool = True,
     sanity_n: int = 200,
     seed: int = 0,
+    queries: int = 1000,
 ) -> dict[str, Any]:
-    """Accuracy of ``InputQuantization(model, levels)`` under PGD (fooled by the masking), BPDA-PGD, and PGD
-    transferred from the undefended ``model``; plus :func:`advlab.eval.sanity_checks` of the defended model.
+    """Accuracy of ``InputQuantization(model, levels)`` under PGD (fooled by the masking), BPDA-PGD, PGD
+    transferred from the undefended ``model`` and the gradient-free Square Attack (``queries`` queries per input);
+    plus :func:`advlab.eval.sanity_checks` of the defended model.
 
     All accuracies are L∞ at ``eps`` through :func:`advlab.eval.robust_accuracy` (which re-classifies every
     adversarial input with the defended model). Returns a dict with ``clean``, ``pgd``, ``bpda``, ``transfer``,
-    ``undefended_pgd`` and (if ``sanity``) ``sanity``: a :class:`advlab.eval.SanityReport` on the first ``sanity_n``
-    inputs, with the undefended model as the transfer surrogate.
+    ``square``, ``undefended_pgd`` (fractions of the n inputs, unrounded) and (if ``sanity``) ``sanity``: a
+    :class:`advlab.eval.SanityReport` on the first ``sanity_n`` inputs, with the undefended model as the transfer
+    surrogate.
     """
     from advlab.eval import robust_accuracy, sanity_checks
 
@@ -107,13 +111,18 @@ def masking_report(
 
         return robust_accuracy(target, x, y, eps, "inf", attacks={name: attack})
 
+    def square_attack(m, xa, ya, e, p):  # queries the defended model's logits only: no gradient anywhere
+        return square(m, xa, ya, e, norm=p, queries=queries, generator=gen())
+
     out: dict[str, Any] = {}
     rep = run(defended, None, f"pgd-{steps}")
-    out["clean"] = round(rep.clean_accuracy, 4)
-    out["pgd"] = round(rep.robust_accuracy, 4)
-    out["bpda"] = round(run(defended, bpda, f"bpda-pgd-{steps}").robust_accuracy, 4)
-    out["transfer"] = round(run(defended, model, f"transfer-pgd-{steps}").robust_accuracy, 4)
-    out["undefended_pgd"] = round(run(model, None, f"pgd-{steps}").robust_accuracy, 4)
+    out["clean"] = rep.clean_accuracy
+    out["pgd"] = rep.robust_accuracy
+    out["bpda"] = run(defended, bpda, f"bpda-pgd-{steps}").robust_accuracy
+    out["transfer"] = run(defended, model, f"transfer-pgd-{steps}").robust_accuracy
+    square_only = {f"square-{queries}": square_attack}
+    out["square"] = robust_accuracy(defended, x, y, eps, "inf", attacks=square_only).robust_accuracy
+    out["undefended_pgd"] = run(model, None, f"pgd-{steps}").robust_accuracy
     if sanity:
         n = min(int(sanity_n), len(x))
         out["sanity"] = sanity_checks(defended, x[:n], y[:n], eps, "inf", surrogate=model, seed=seed)
