@@ -60,9 +60,11 @@ def _eps_value(eps_t: Tensor) -> float | Tensor:
 # ----------------------------------------------------------------------------------------------------- attacks
 BUDGETS = {
     # (APGD steps, APGD-T target classes, Square queries) of the AutoAttack-grade chain per profile. "full" is
-    # AutoAttack's "standard" version (Croce & Hein 2020; FAB-T left out); "fast" was chosen to be as strong as the
-    # standard chain on the zoo's robust models, image by image (docs/benchmarks.md, benchmarks/evaluation.py).
-    "fast": (100, 3, 1000),
+    # AutoAttack's "standard" version (Croce & Hein 2020; FAB-T left out). "fast" keeps Square's 5,000 queries and
+    # attacks 3 target classes instead of 9: on the zoo's robust L∞ models (1,000 test images) it is within
+    # ±0.2 pp of the standard chain built from torchattacks, where 1,000 queries over-reported by up to 0.8 pp
+    # (docs/evaluation.md, benchmarks/evaluation.py).
+    "fast": (100, 3, 5000),
     "full": (100, 9, 5000),
 }
 EOT_DRAWS = 20  # gradient samples per step for models that are random at inference (AutoAttack's "rand" version)
