@@ -335,9 +335,10 @@ def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], iters: int = 500,
                     device: torch.device | str | None = None) -> float:
     """An upper bound on the L2 Lipschitz constant of one layer on inputs shaped ``in_shape`` (eval mode).
 
-    Supported: ``nn.Linear`` and ``nn.Conv2d`` / ``nn.ConvTranspose2d`` (power iteration on the operator,
-    parametrized weights included), :class:`~advlab.models.Normalize` (1 / min |std|), ``nn.BatchNorm``
-    in eval mode (max |gamma| / sqrt(var + eps)), 1-Lipschitz activations (ReLU, ReLU6, Tanh, Hardtanh,
+    Supported: ``nn.Linear`` (the exact largest singular value, rounded outward: a true upper bound),
+    ``nn.Conv2d`` / ``nn.ConvTranspose2d`` (power iteration on the operator, parametrized weights included: an
+    estimate that converges from below to within ``tol``), :class:`~advlab.models.Normalize` (1 / min |std|),
+    ``nn.BatchNorm`` in eval mode (max |gamma| / sqrt(var + eps)), 1-Lipschitz activations (ReLU, ReLU6, Tanh, Hardtanh,
     Softplus, LeakyReLU and ELU with slope/alpha <= 1 or their larger slope, Sigmoid: 1/4), Flatten,
     Identity, Dropout, average pooling (exact, power iteration), max pooling (sqrt of the window
     overlap), nested ``nn.Sequential`` (product), and any module with a ``lipschitz(in_shape)`` method.
@@ -357,7 +358,7 @@ def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], iters: int = 500,
     if isinstance(layer, nn.Sequential):
         return network_lipschitz(layer, shape, iters=iters, tol=tol)
     if isinstance(layer, nn.Linear):
-        return float(spectral_norm_linear(layer.weight, iters=iters, tol=tol)[0])
+        return _dense_upper_bound(layer.weight)
     if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
         return float(spectral_norm_conv(layer, shape, iters=iters, tol=tol)[0])
     if isinstance(layer, Normalize):
@@ -694,6 +695,24 @@ def l2_nonexpansive_cnn(in_shape: Sequence[int] = (1, 28, 28), classes: int = 10
 # --------------------------------------------------------------------------------------------------
 
 
+def _dense_upper_bound(weight: Tensor) -> float:
+    """A true upper bound on ``||W||_2``: the exact largest singular value (SVD in float64), rounded outward.
+
+    Power iteration converges from below, so its estimate can sit under the norm (by 5e-5 relative on a
+    near-degenerate layer); a certificate needs a bound from above. LAPACK's SVD is backward stable, with a relative
+    error of a small multiple of ``max(out, in) · 2⁻⁵³``; the result is inflated by 1e-9 relative, far more than that.
+    """
+    sigma = float(torch.linalg.matrix_norm(weight.detach().double().cpu(), ord=2))
+    return math.nextafter(sigma * (1 + 1e-9), math.inf)
+
+
+def _round_down(exact: Tensor, dtype: torch.dtype) -> Tensor:
+    """Cast float64 radii to ``dtype`` rounding towards -inf, so that a certified radius is never rounded up."""
+    out = exact.to(dtype)
+    up = out.double() > exact
+    return torch.where(up, torch.nextafter(out, torch.full_like(out, -math.inf)), out)
+
+
 def _check_L(L: float | Tensor, name: str = "L") -> None:
     if bool(torch.as_tensor(L).le(0).any()) or not bool(torch.isfinite(torch.as_tensor(L)).all()):
         raise AdvlabError(f"{name} must be a positive finite Lipschitz constant, got {L}.")
@@ -710,8 +729,10 @@ def certified_radius(logits: Tensor, L: float | Tensor) -> Tensor:
     if logits.shape[1] < 2:
         raise AdvlabError("Certificates need at least 2 classes.")
     _check_L(L)
-    top2 = logits.detach().topk(2, dim=1).values
-    return (top2[:, 0] - top2[:, 1]) / (math.sqrt(2) * torch.as_tensor(L, dtype=logits.dtype, device=logits.device))
+    # in float64 on the CPU (mps has no float64): the margin of float32 logits is exact there
+    top2 = logits.detach().cpu().double().topk(2, dim=1).values
+    L64 = torch.as_tensor(L, dtype=torch.float64).cpu()
+    return _round_down((top2[:, 0] - top2[:, 1]) / (math.sqrt(2) * L64), logits.dtype).to(logits.device)
 
 
 def certified_radius_pairwise(logits: Tensor, weight: Tensor, L_penultimate: float | Tensor) -> Tensor:
@@ -733,15 +754,15 @@ def certified_radius_pairwise(logits: Tensor, weight: Tensor, L_penultimate: flo
     if weight.ndim != 2 or weight.shape[0] != logits.shape[1]:
         raise AdvlabError(f"weight must be (K, D) with K = {logits.shape[1]} classes, got {tuple(weight.shape)}.")
     _check_L(L_penultimate, "L_penultimate")
-    z = logits.detach()
-    w = weight.detach().to(z.dtype)
+    z = logits.detach().cpu().double()  # in float64 (on the CPU: mps has none), rounded down to the logits' dtype
+    w = weight.detach().cpu().double()
     pred = z.argmax(1)
     gaps = z.gather(1, pred[:, None]) - z  # (N, K), >= 0
     dist = (w[pred][:, None, :] - w[None, :, :]).norm(dim=2)  # (N, K)
-    L = torch.as_tensor(L_penultimate, dtype=z.dtype, device=z.device).reshape(-1, 1)
-    ratio = torch.where(dist > 0, gaps / (L * dist).clamp_min(1e-30), torch.full_like(gaps, math.inf))
+    L = torch.as_tensor(L_penultimate, dtype=z.dtype).cpu().reshape(-1, 1)
+    ratio = torch.where(dist > 0, gaps / (L * dist).clamp_min(1e-300), torch.full_like(gaps, math.inf))
     ratio = ratio.scatter(1, pred[:, None], math.inf)  # exclude j = ŷ
-    return ratio.min(1).values
+    return _round_down(ratio.min(1).values, logits.dtype).to(logits.device)
 
 
 def _last_weight(model: nn.Module) -> Tensor:

@@ -344,3 +344,38 @@ def test_bounds_and_certificates_on_device(device):
     assert pred.device.type == radius.device.type == torch.device(device).type
     acc = certified_accuracy(model, x, pred, [0.0, 1e-3])
     assert acc[0] == 1.0
+
+
+def test_dense_bound_is_a_true_upper_bound_on_a_near_degenerate_layer():
+    # Two top singular values 1e-6 apart: power iteration converges slowly from below and can stop under the norm;
+    # a certificate needs the bound from above (the exact SVD, rounded outward).
+    g = torch.Generator().manual_seed(0)
+    u, _ = torch.linalg.qr(torch.randn(64, 64, generator=g, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(64, 64, generator=g, dtype=torch.float64))
+    s = torch.linspace(0.1, 1.0, 64, dtype=torch.float64)
+    s[-2] = 1.0 - 1e-6
+    layer = nn.Linear(64, 64, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_((u @ torch.diag(s) @ v.T).float())
+    exact = torch.linalg.matrix_norm(layer.weight.detach().double(), ord=2).item()
+    bound = layer_lipschitz(layer, (64,), iters=5)
+    assert exact <= bound <= exact * (1 + 1e-8)
+
+
+def test_certified_radii_are_rounded_down_never_up():
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2000, 10, generator=g)
+    weight = torch.randn(10, 32, generator=g)
+    L = 0.7311
+    r = certified_radius(logits, L)
+    top2 = logits.double().topk(2, dim=1).values
+    exact = (top2[:, 0] - top2[:, 1]) / (math.sqrt(2) * L)
+    assert r.dtype == logits.dtype and bool((r.double() <= exact).all())
+    assert float((exact - r.double()).max()) < 1e-6  # rounded, not truncated crudely
+    rp = certified_radius_pairwise(logits, weight, L)
+    z, w = logits.double(), weight.double()
+    pred = z.argmax(1)
+    gaps = z.gather(1, pred[:, None]) - z
+    dist = (w[pred][:, None, :] - w[None]).norm(dim=2)
+    exact_p = (gaps / (L * dist)).scatter(1, pred[:, None], math.inf).min(1).values
+    assert bool((rp.double() <= exact_p).all())
