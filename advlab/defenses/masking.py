@@ -105,24 +105,24 @@ def masking_report(
     def gen() -> torch.Generator:
         return torch.Generator().manual_seed(seed)
 
-    def run(target: nn.Module, source: nn.Module | None, name: str):
-        def attack(m, xa, ya, e, p):
-            return pgd(source if source is not None else m, xa, ya, e, norm=p, steps=steps, generator=gen())
-
+    def run(target: nn.Module, name: str, attack) -> Any:
         return robust_accuracy(target, x, y, eps, "inf", attacks={name: attack})
+
+    def pgd_from(source: nn.Module | None):  # PGD on `source`'s gradients (the attacked model's when None)
+        return lambda m, xa, ya, e, p: pgd(source if source is not None else m, xa, ya, e, norm=p, steps=steps,
+                                           generator=gen())
 
     def square_attack(m, xa, ya, e, p):  # queries the defended model's logits only: no gradient anywhere
         return square(m, xa, ya, e, norm=p, queries=queries, generator=gen())
 
     out: dict[str, Any] = {}
-    rep = run(defended, None, f"pgd-{steps}")
+    rep = run(defended, f"pgd-{steps}", pgd_from(None))
     out["clean"] = rep.clean_accuracy
     out["pgd"] = rep.robust_accuracy
-    out["bpda"] = run(defended, bpda, f"bpda-pgd-{steps}").robust_accuracy
-    out["transfer"] = run(defended, model, f"transfer-pgd-{steps}").robust_accuracy
-    square_only = {f"square-{queries}": square_attack}
-    out["square"] = robust_accuracy(defended, x, y, eps, "inf", attacks=square_only).robust_accuracy
-    out["undefended_pgd"] = run(model, None, f"pgd-{steps}").robust_accuracy
+    out["bpda"] = run(defended, f"bpda-pgd-{steps}", pgd_from(bpda)).robust_accuracy
+    out["transfer"] = run(defended, f"transfer-pgd-{steps}", pgd_from(model)).robust_accuracy
+    out["square"] = run(defended, f"square-{queries}", square_attack).robust_accuracy
+    out["undefended_pgd"] = run(model, f"pgd-{steps}", pgd_from(None)).robust_accuracy
     if sanity:
         n = min(int(sanity_n), len(x))
         out["sanity"] = sanity_checks(defended, x[:n], y[:n], eps, "inf", surrogate=model, seed=seed)
