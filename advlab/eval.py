@@ -100,10 +100,38 @@ def autoattack_attacks(
     return {
         f"apgd-ce-{steps}": lambda m, x, y, e, p: apgd(
             m, x, y, e, norm=p, steps=steps, loss="ce", generator=gen, early_stop=True),
-        f"apgd-t-{steps}x{n_target_classes}": lambda m, x, y, e, p: apgd(
-            m, x, y, e, norm=p, steps=steps, n_target_classes=n_target_classes, generator=gen, early_stop=True),
-        f"square-{queries}": lambda m, x, y, e, p: square(m, x, y, e, norm=p, queries=queries, generator=gen),
+        f"apgd-t-{steps}x{n_target_classes}": lambda m, x, y, e, p: _apgd_targeted(
+            m, x, y, e, p, steps, n_target_classes, gen),
+        f"square-{queries}": lambda m, x, y, e, p: _square_any_shape(m, x, y, e, p, queries, gen),
     }
+
+
+def _square_any_shape(model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, p: float, queries: int,
+                      gen: torch.Generator) -> AttackResult:
+    """The Square Attack; inputs that are not images (N, C, H, W) are searched as one row of pixels (N, 1, 1, D),
+    where the windows become single coordinates, and the result is returned in their own shape."""
+    if x.ndim == 4:
+        return square(model, x, y, eps, norm=p, queries=queries, generator=gen)
+    shape = x.shape
+
+    class _Rows(nn.Module):
+        def forward(self, rows: Tensor) -> Tensor:
+            return model(rows.reshape(-1, *shape[1:]))
+
+    res = square(_Rows(), x.reshape(len(x), 1, 1, -1), y, eps, norm=p, queries=queries, generator=gen)
+    return AttackResult(res.x_adv.reshape(shape), res.success, res.norms, res.pred, res.norm)
+
+
+def _apgd_targeted(model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, p: float, steps: int, n_target_classes: int,
+                   gen: torch.Generator) -> AttackResult:
+    """APGD-T against ``min(n_target_classes, K - 1)`` targets; for a model with fewer than 4 classes, where the
+    targeted DLR loss is undefined, untargeted APGD on the CW margin loss instead."""
+    with torch.no_grad():
+        classes = int(model(x[:1]).shape[1])
+    if classes < 4:
+        return apgd(model, x, y, eps, norm=p, steps=steps, loss="margin", generator=gen, early_stop=True)
+    return apgd(model, x, y, eps, norm=p, steps=steps, n_target_classes=min(n_target_classes, classes - 1),
+                generator=gen, early_stop=True)
 
 
 def pgd_attacks(steps: int | None = None, restarts: int | None = None, seed: int = 0) -> dict[str, AttackFn]:
@@ -359,6 +387,32 @@ def robust_accuracy(
         x_adv=x_adv,
         eot=eot,
     )
+
+
+def robustness_record(
+    model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str | float = "inf", seed: int = 0
+) -> dict[str, object]:
+    """The AutoAttack-grade robust accuracy of ``model`` as a JSON-ready record (what the zoo stores per checkpoint).
+
+    Runs :func:`robust_accuracy` with its default chain on all of (x, y), on the model's device, and returns
+    ``{"chain", "eps", "norm", "n", "correct", "accuracy", "interval_95", "clean_accuracy"}``: the attacks in order,
+    the radius (pixel units) and norm name, the number of inputs, how many survived every attack, their fraction
+    (exact ``correct / n``) and its 95 % Clopper–Pearson interval.
+    """
+    dev = next((q.device for q in model.parameters()), x.device)
+    rep = robust_accuracy(model, x.to(dev), y.to(dev), eps, norm, seed=seed)
+    correct = int(rep.robust.sum())
+    low, high = accuracy_interval(correct, rep.n)
+    return {
+        "chain": " → ".join(a.name for a in rep.attacks) + ("" if rep.eot == 1 else f" (EOT {rep.eot})"),
+        "eps": float(eps),
+        "norm": _norm_name(rep.norm),
+        "n": rep.n,
+        "correct": correct,
+        "accuracy": correct / rep.n,
+        "interval_95": [low, high],
+        "clean_accuracy": rep.clean_accuracy,
+    }
 
 
 def _checked(name: str, res: AttackResult, x: Tensor, eps: Tensor, p: float, tol: float) -> Tensor:

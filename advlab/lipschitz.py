@@ -6,11 +6,13 @@ no perturbation of L2 norm below ``margin / (sqrt(2) L)`` can change its predict
 
 This module holds
 
-* spectral norms by power iteration: dense layers (:func:`spectral_norm_linear`), convolutions as the
-  operators they are on a given input shape (:func:`spectral_norm_conv`, not the reshaped kernel), and
-  any linear map (:func:`spectral_norm_operator`);
+* spectral norms by power iteration, estimates from below (what spectral normalisation needs): dense layers
+  (:func:`spectral_norm_linear`), convolutions as the operators they are on a given input shape
+  (:func:`spectral_norm_conv`, not the reshaped kernel), and any linear map (:func:`spectral_norm_operator`);
 * an upper bound on the Lipschitz constant of an ``nn.Sequential`` as the product of its layers' constants
-  (:func:`layer_lipschitz`, :func:`layer_bounds`, :func:`network_lipschitz`);
+  (:func:`layer_lipschitz`, :func:`layer_bounds`, :func:`network_lipschitz`). Each factor is a true upper bound,
+  rounded outward: dense layers by an SVD, zero-padded convolutions and average pooling by the Fourier bound of
+  the circular convolution that contains them (Sedghi et al. 2019);
 * ways to constrain the constant: spectral normalisation (:func:`spectral_normalize`, Miyato et al.
   2018), the Parseval retraction (:func:`parseval_step`, Cisse et al. 2017), exactly 1-Lipschitz layers
   (:class:`BjorckLinear`, Anil et al. 2019; :class:`AOLLinear`, Prach & Lampert 2022) with the
@@ -21,7 +23,8 @@ This module holds
   :func:`certified_accuracy`.
 
 Everything is in L2 and in pixel units ([0, 1] inputs). Power iteration approaches the spectral norm from
-below; with the default settings it agrees with an SVD to about 1e-5 relative (the tests require 1e-3).
+below; with the default settings it agrees with an SVD to about 1e-5 relative (the tests require 1e-3), so the
+certificates never use it, except for convolutions with reflect, replicate or circular padding.
 Bounds hold for the model in eval mode (batch norm with running statistics, no dropout).
 """
 
@@ -336,12 +339,16 @@ def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], iters: int = 500,
     """An upper bound on the L2 Lipschitz constant of one layer on inputs shaped ``in_shape`` (eval mode).
 
     Supported: ``nn.Linear`` (the exact largest singular value, rounded outward: a true upper bound),
-    ``nn.Conv2d`` / ``nn.ConvTranspose2d`` (power iteration on the operator, parametrized weights included: an
-    estimate that converges from below to within ``tol``), :class:`~advlab.models.Normalize` (1 / min |std|),
+    ``nn.Conv2d`` / ``nn.ConvTranspose2d`` and average pooling: the exact norm of their matrix when it has at most
+    :data:`EXPLICIT_ENTRIES` entries (rounded outward), else for zero padding the Fourier bound of the circular
+    convolution that contains the layer (:func:`_conv_upper_bound`, a true upper bound) and for average pooling
+    :func:`_avg_pool_upper_bound`; only large convolutions with reflect, replicate or circular padding fall back on
+    power iteration, an estimate from below to within ``tol``. Parametrized weights are included.
+    :class:`~advlab.models.Normalize` (1 / min |std|),
     ``nn.BatchNorm`` in eval mode (max |gamma| / sqrt(var + eps)), 1-Lipschitz activations (ReLU, ReLU6, Tanh, Hardtanh,
     Softplus, LeakyReLU and ELU with slope/alpha <= 1 or their larger slope, Sigmoid: 1/4), Flatten,
-    Identity, Dropout, average pooling (exact, power iteration), max pooling (sqrt of the window
-    overlap), nested ``nn.Sequential`` (product), and any module with a ``lipschitz(in_shape)`` method.
+    Identity, Dropout, max pooling (sqrt of the window overlap), nested ``nn.Sequential`` (product), and any module
+    with a ``lipschitz(in_shape)`` method.
 
     Args:
         layer: the module.
@@ -359,8 +366,20 @@ def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], iters: int = 500,
         return network_lipschitz(layer, shape, iters=iters, tol=tol)
     if isinstance(layer, nn.Linear):
         return _dense_upper_bound(layer.weight)
-    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
-        return float(spectral_norm_conv(layer, shape, iters=iters, tol=tol)[0])
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        exact = _explicit_upper_bound(_linear_layer_double(layer), shape)
+        if exact is not None:  # small enough for its matrix: the exact norm
+            return exact
+        if isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros":
+            return _conv_upper_bound(layer.weight, shape[-2:], layer.stride, layer.padding, layer.dilation,
+                                     layer.groups)
+        if isinstance(layer, nn.ConvTranspose2d) and layer.padding_mode == "zeros":
+            # the adjoint of the convolution with the same kernel from the output shape to the input shape
+            out_hw = layer(torch.zeros((1, *shape), device=layer.weight.device, dtype=layer.weight.dtype)).shape[-2:]
+            return _conv_upper_bound(layer.weight, out_hw, layer.stride, layer.padding, layer.dilation, layer.groups)
+        if isinstance(layer, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+            return _avg_pool_upper_bound(layer, shape)
+        return float(spectral_norm_conv(layer, shape, iters=iters, tol=tol)[0])  # large, reflect/replicate padding
     if isinstance(layer, Normalize):
         return float(1.0 / layer.std.abs().min())
     if isinstance(layer, nn.modules.batchnorm._BatchNorm):
@@ -379,8 +398,6 @@ def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], iters: int = 500,
         return max(1.0, layer.alpha)
     if isinstance(layer, nn.Sigmoid):
         return 0.25
-    if isinstance(layer, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-        return float(spectral_norm_operator(layer, shape, iters=iters, tol=tol, device=device)[0])
     if isinstance(layer, nn.MaxPool2d):
         stride = layer.stride if layer.stride is not None else layer.kernel_size
         return math.sqrt(_window_overlap(layer.kernel_size, stride, layer.dilation))
@@ -706,6 +723,146 @@ def _dense_upper_bound(weight: Tensor) -> float:
     return math.nextafter(sigma * (1 + 1e-9), math.inf)
 
 
+EXPLICIT_ENTRIES = 8_000_000
+"""Linear layers whose matrix (inputs × outputs) has at most this many entries are bounded exactly: their matrix is
+built in float64 (64 MB at most) and its largest singular value computed by an SVD, rounded outward."""
+
+
+def _linear_layer_double(layer: nn.Module) -> Callable[[Tensor], Tensor] | None:
+    """The bias-free operator of a convolution or average pooling layer in float64 (None for other layers)."""
+    if isinstance(layer, nn.Conv2d):
+        w = layer.weight.detach().double().cpu()
+        if layer.padding_mode == "zeros":
+            return lambda x: F.conv2d(x, w, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+        pad = layer._reversed_padding_repeated_twice
+        return lambda x: F.conv2d(F.pad(x, pad, mode=layer.padding_mode), w, None, layer.stride, 0, layer.dilation,
+                                  layer.groups)
+    if isinstance(layer, nn.ConvTranspose2d):
+        w = layer.weight.detach().double().cpu()
+        return lambda x: F.conv_transpose2d(x, w, None, layer.stride, layer.padding, layer.output_padding,
+                                            layer.groups, layer.dilation)
+    if isinstance(layer, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
+        return layer
+    return None
+
+
+def _explicit_upper_bound(op: Callable[[Tensor], Tensor], in_shape: Sequence[int]) -> float | None:
+    """The exact L2 norm of a small linear ``op`` (float64), rounded outward; None if its matrix is too large.
+
+    The matrix is built column block by column block from unit inputs (each entry is a weight times 1, exact in
+    float64), and LAPACK's SVD is backward stable: a relative inflation of 1e-9 covers its error many times over.
+    """
+    shape = tuple(int(v) for v in in_shape)
+    d = math.prod(shape)
+    with torch.no_grad():
+        out = op(torch.zeros((1, *shape), dtype=torch.float64)).numel()
+        if d * out > EXPLICIT_ENTRIES:
+            return None
+        eye = torch.eye(d, dtype=torch.float64)
+        cols = [op(eye[i:i + 256].reshape(-1, *shape)).reshape(-1, out) for i in range(0, d, 256)]
+        sigma = float(torch.linalg.matrix_norm(torch.cat(cols), ord=2))
+    return math.nextafter(sigma * (1 + 1e-9), math.inf)
+
+
+def _conv_upper_bound(
+    weight: Tensor, in_hw: Sequence[int], stride=1, padding=0, dilation=1, groups: int = 1
+) -> float:
+    """A true upper bound on the L2 operator norm of a zero-padded 2-d convolution on (H, W) inputs.
+
+    The convolution is a restriction of a *circular* one: embed the input in its zero-padded grid (an isometry), run
+    the circular correlation on that grid (its valid outputs are the linear ones), keep the outputs the layer keeps
+    (a restriction, norm <= 1). A stride s is first turned into a stride-1 convolution with s² times the input
+    channels (space-to-depth, a permutation of the pixels, and the matching polyphase split of the kernel), so the
+    bound does not pay for outputs that the stride drops. The circular operator on an (M, M') grid is block-diagonal
+    in the Fourier basis (Sedghi et al., 2019): its norm is the largest spectral norm of the (out, in·s²) matrices
+    of the kernel's 2-d DFT at the M·M' frequencies, computed here in float64 and rounded outward. Groups are blocks.
+    """
+    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    w = weight.detach().double().cpu()
+    out_c, in_g, kh, kw = w.shape
+    if dh > 1 or dw > 1:  # the dilated kernel, zeros in between
+        dil = w.new_zeros(out_c, in_g, dh * (kh - 1) + 1, dw * (kw - 1) + 1)
+        dil[:, :, ::dh, ::dw] = w
+        w, kh, kw = dil, dil.shape[2], dil.shape[3]
+    if isinstance(padding, str):
+        pads = (0, 0) if padding == "valid" else (kh - 1, kw - 1)  # "same": total padding d·(k - 1)
+    else:
+        ph, pw = _pair(padding)
+        pads = (2 * ph, 2 * pw)
+    grid = []
+    for n, pad, k, st in ((in_hw[0], pads[0], kh, sh), (in_hw[1], pads[1], kw, sw)):
+        size = max(int(n) + pad, k)
+        grid.append(-(-size // st))  # the padded grid, rounded up to a multiple of the stride, over the stride
+    # polyphase split: kernel (out, in, kh, kw) -> (out, in·sh·sw, ceil(kh/sh), ceil(kw/sw))
+    kh2, kw2 = -(-kh // sh), -(-kw // sw)
+    padded = w.new_zeros(out_c, in_g, kh2 * sh, kw2 * sw)
+    padded[:, :, :kh, :kw] = w
+    poly = padded.view(out_c, in_g, kh2, sh, kw2, sw).permute(0, 1, 3, 5, 2, 4).reshape(out_c, in_g * sh * sw,
+                                                                                       kh2, kw2)
+    m_h, m_w = max(grid[0], kh2), max(grid[1], kw2)
+    spectrum = torch.fft.fft2(poly, s=(m_h, m_w))  # (out, in·s², M, M') complex128
+    per_group = out_c // groups
+    sigma = 0.0
+    for g in range(groups):
+        block = spectrum[g * per_group:(g + 1) * per_group].permute(2, 3, 0, 1)  # (M, M', out/g, in·s²)
+        sigma = max(sigma, float(torch.linalg.matrix_norm(block, ord=2).max()))
+    # float64 FFT + SVD errors are a small multiple of 2⁻⁵³·log2(M)·Σ|w| per entry: inflate well beyond that
+    slack = 1e-12 * float(w.abs().sum(dim=(2, 3)).max()) * math.sqrt(out_c * in_g * sh * sw)
+    return math.nextafter(sigma * (1 + 1e-9) + slack, math.inf)
+
+
+def _pool_windows(n: int, k: int, s: int, p: int, ceil_mode: bool) -> list[tuple[int, int, int]]:
+    """``(start, end, pool_size)`` per output along one axis of ``nn.AvgPool2d`` (PyTorch's rule): the window's real
+    pixels are ``[start, end)``; ``pool_size`` also counts the zero padding inside the padded input."""
+    span = n + 2 * p - k
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= n + p:
+        out -= 1
+    windows = []
+    for j in range(out):
+        lo = j * s - p
+        hi = min(lo + k, n + p)
+        windows.append((max(lo, 0), min(hi, n), hi - lo))
+    return windows
+
+
+def _avg_pool_upper_bound(layer: nn.Module, shape: Sequence[int]) -> float:
+    """A true upper bound on the L2 norm of average pooling on (C, H, W) inputs, by the Schur test.
+
+    Output o is ``c_o · Σ_{i in S_o} x_i`` (the same for every channel), so ``||A||² <= max_o c_o|S_o| ·
+    max_i Σ_{o ∋ i} c_o`` (largest row sum times largest column sum). Windows and divisors are products of one
+    factor per axis, and so are both maxima. Exact for non-overlapping windows.
+    """
+    h, w = int(shape[-2]), int(shape[-1])
+    if isinstance(layer, nn.AvgPool2d):
+        (kh, kw), (sh, sw), (ph, pw) = _pair(layer.kernel_size), _pair(layer.stride or layer.kernel_size), \
+            _pair(layer.padding)
+        axes = [_pool_windows(h, kh, sh, ph, layer.ceil_mode), _pool_windows(w, kw, sw, pw, layer.ceil_mode)]
+        override = layer.divisor_override
+        by_pool_size = layer.count_include_pad
+    else:
+        size = layer.output_size
+        out_h, out_w = (size, size) if isinstance(size, int) else size
+        out_h, out_w = h if out_h is None else out_h, w if out_w is None else out_w
+        axes = [[((j * n) // o, -((-(j + 1) * n) // o), -((-(j + 1) * n) // o) - (j * n) // o) for j in range(o)]
+                for n, o in ((h, out_h), (w, out_w))]
+        override, by_pool_size = None, False
+    rows, cols = 1.0, 1.0
+    for n, windows in zip((h, w), axes, strict=True):
+        # per axis: c = 1 / divisor factor (or 1 for an override, applied once below)
+        div = [1.0 if override else float(size if by_pool_size else end - start) for start, end, size in windows]
+        rows *= max((end - start) / d for (start, end, _), d in zip(windows, div, strict=True))
+        col = [0.0] * n
+        for (start, end, _), d in zip(windows, div, strict=True):
+            for i in range(start, end):
+                col[i] += 1.0 / d
+        cols *= max(col)
+    if override:
+        rows, cols = rows / override, cols / override
+    # (1 + 1e-6): the layer divides in its own dtype, whose 1/divisor may round up (float32: by < 6e-8)
+    return math.nextafter(math.sqrt(rows * cols) * (1 + 1e-6), math.inf)
+
+
 def _round_down(exact: Tensor, dtype: torch.dtype) -> Tensor:
     """Cast float64 radii to ``dtype`` rounding towards -inf, so that a certified radius is never rounded up."""
     out = exact.to(dtype)
@@ -776,26 +933,34 @@ def _last_weight(model: nn.Module) -> Tensor:
 
 
 def certify(model: nn.Module, x: Tensor, L: float | None = None, pairwise: bool = False,
-            batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+            batch_size: int = 1024, *, L_penultimate: float | None = None) -> tuple[Tensor, Tensor]:
     """Predictions and certified L2 radii of a Lipschitz-bounded model on a batch.
 
     Args:
         model: an ``nn.Sequential`` taking [0, 1] inputs (eval mode is used).
         x: (N, C, H, W) or (N, D) in [0, 1].
-        L: the network's Lipschitz bound (computed by :func:`network_lipschitz` when None). With
-            ``pairwise=True``, the bound of ``model[:-1]`` instead.
+        L: the whole network's Lipschitz bound, for ``pairwise=False`` (computed by :func:`network_lipschitz`
+            when None).
         pairwise: use :func:`certified_radius_pairwise` with the last layer's weight.
+        L_penultimate: for ``pairwise=True``: the bound of everything before the last layer, ``model[:-1]``
+            (computed when None). The two constants are different things, so each has its own name.
 
     Returns:
         ``(pred, radius)``, both (N,): predicted class and the radius in pixel units within which it
         provably does not change.
     """
+    if pairwise and L is not None:
+        raise AdvlabError("With pairwise=True the certificate needs the bound of model[:-1], not of the whole network: "
+                          "pass L_penultimate= (or nothing, and it is computed).")
+    if not pairwise and L_penultimate is not None:
+        raise AdvlabError("L_penultimate is the bound of model[:-1], used only with pairwise=True; pass L= (the "
+                          "whole network's bound) otherwise.")
     x, _ = check_inputs(x)
     with eval_mode(model):
         logits = logits_of(model, x, batch_size)
         if pairwise:
             weight = _last_weight(model)
-            L_pen = network_lipschitz(model[:-1], x.shape[1:]) if L is None else L
+            L_pen = network_lipschitz(model[:-1], x.shape[1:]) if L_penultimate is None else L_penultimate
             radius = certified_radius_pairwise(logits, weight, L_pen)
         else:
             radius = certified_radius(logits, network_lipschitz(model, x.shape[1:]) if L is None else L)
@@ -803,11 +968,12 @@ def certify(model: nn.Module, x: Tensor, L: float | None = None, pairwise: bool 
 
 
 def certified_accuracy(model: nn.Module, x: Tensor, y: Tensor, radii: Sequence[float] | Tensor,
-                       L: float | None = None, pairwise: bool = False, batch_size: int = 1024) -> Tensor:
+                       L: float | None = None, pairwise: bool = False, batch_size: int = 1024, *,
+                       L_penultimate: float | None = None) -> Tensor:
     """Certified accuracy at each radius: the fraction of inputs classified correctly AND with radius >= r.
 
     Args:
-        model, x, L, pairwise, batch_size: see :func:`certify`.
+        model, x, L, pairwise, batch_size, L_penultimate: see :func:`certify`.
         y: (N,) labels.
         radii: the L2 radii (pixel units) to report.
 
@@ -815,7 +981,7 @@ def certified_accuracy(model: nn.Module, x: Tensor, y: Tensor, radii: Sequence[f
         (len(radii),) float tensor on the CPU; at r = 0 it is the clean accuracy.
     """
     x, y = check_inputs(x, y)
-    pred, radius = certify(model, x, L=L, pairwise=pairwise, batch_size=batch_size)
+    pred, radius = certify(model, x, L=L, pairwise=pairwise, batch_size=batch_size, L_penultimate=L_penultimate)
     r = torch.as_tensor(radii, dtype=radius.dtype, device=radius.device).reshape(-1)
     ok = (pred == y)[None, :] & (radius[None, :] >= r[:, None])
     return ok.float().mean(1).cpu()

@@ -61,6 +61,35 @@ def lr_at(schedule: str, lr: float, progress: float) -> float:
     raise AdvlabError(f"Unknown schedule {schedule!r}; use 'onecycle', 'cosine' or 'constant'.")
 
 
+class WeightAverage:
+    """An exponential moving average of a model's parameters and float buffers (Polyak averaging, as used for
+    adversarial training by Gowal et al. 2020): ``avg <- d·avg + (1 - d)·w`` after every optimiser step, with the
+    decay ramped as ``d_t = min(decay, (1 + t) / (10 + t))`` so that the first steps do not anchor the average to the
+    random initialisation. :meth:`copy_to` writes the average into the model at the end of training.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        if not 0.0 < decay < 1.0:
+            raise AdvlabError(f"ema must be a decay in (0, 1), e.g. 0.995, got {decay!r}.")
+        self.decay = float(decay)
+        self.updates = 0
+        self.avg = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        self.updates += 1
+        for k, v in model.state_dict().items():
+            if k in self.avg:
+                self.avg[k].lerp_(v.detach(), 1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, model: nn.Module) -> None:
+        state = model.state_dict()
+        for k, v in self.avg.items():
+            state[k].copy_(v)
+
+
 def augment_shift(xb: Tensor, pixels: int, generator: torch.Generator) -> Tensor:
     """Random translations by up to ``pixels`` in each direction (zero padding), one per image. (N,C,H,W)."""
     n, _, h, w = xb.shape
@@ -92,6 +121,7 @@ def fit(
     x_val: Tensor | None = None,
     y_val: Tensor | None = None,
     callback: EpochCallback | None = None,
+    ema: float = 0.0,
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
@@ -105,6 +135,8 @@ def fit(
         loss_fn: ``loss_fn(model, xb, yb) -> loss`` replacing cross-entropy (e.g. TRADES).
         after_step: called after every optimizer step (e.g. a Parseval retraction).
         callback: ``callback(epoch, model, history)`` after each epoch; returning True stops training.
+        ema: if > 0, the decay of an exponential moving average of the weights (:class:`WeightAverage`), which
+            replaces the weights at the end (the hooks and ``callback`` see the raw weights during training).
         seed: seeds the shuffling, augmentation and initial noise; runs are deterministic for a seed on
             a given machine.
     """
@@ -115,6 +147,7 @@ def fit(
     gen = torch.Generator().manual_seed(seed)
     config.jitter_weights(model.to(dev))  # ADVLAB_JITTER (a test switch; no-op by default)
     opt = make_optimizer(model, optimizer, lr, weight_decay)
+    average = WeightAverage(model, ema) if ema else None
     steps_per_epoch = (len(x) + batch_size - 1) // batch_size
     total = epochs * steps_per_epoch
     hist = History()
@@ -147,6 +180,8 @@ def fit(
             opt.step()
             if after_step is not None:
                 after_step(model)
+            if average is not None:
+                average.update(model)
             step += 1
             loss_sum += loss.detach()
             if logits is not None:
@@ -162,6 +197,8 @@ def fit(
             hist.stopped_early = epoch
             break
     bar.close()
+    if average is not None:
+        average.copy_to(model)
     model.eval()
     hist.seconds = time.perf_counter() - start
     return hist

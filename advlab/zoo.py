@@ -51,24 +51,33 @@ def _adam(**kwargs: Any) -> dict[str, Any]:
     return {"batch_size": 128, "optimizer": "adam", "weight_decay": 0.0, **kwargs}
 
 
-def _pgd_at_fit(eps: float, full_step: float | None = None, **attack: Any) -> dict[str, dict[str, Any]]:
+# The fast L∞ PGD-AT recipe (#16): 96 epochs (8× the first version's 12) with a 24-epoch ε warm-up and an EMA of the
+# weights. Measured on the 1,000 fast test images, AutoAttack-grade at ε = 0.3 (docs/defenses.md): 12 epochs 68.4 %,
+# 48 epochs 85.4 %, 48 + EMA 85.7 %, 96 + EMA 87.3 %: the number of weight updates did most of it, the EMA little.
+_FAST_PGD_LINF = {"steps": 7, "warmup_epochs": 24, "epochs": 96, "ema": 0.995, "lr": 3e-3, "shift": 1}
+
+
+def _pgd_at_fit(
+    eps: float, full_step: float | None = None, fast: dict[str, Any] | None = None, **attack: Any
+) -> dict[str, dict[str, Any]]:
     """Both profiles of Madry et al.'s PGD adversarial training at radius ``eps`` (extra ``attack`` settings such
-    as ``norm`` go to both): fast = 7 steps, 12 epochs with a 3-epoch ε warm-up; full = 40 steps (step
+    as ``norm`` go to both): fast = :data:`_FAST_PGD_LINF` unless ``fast`` is given; full = 40 steps (step
     ``full_step`` if given), 60 epochs."""
     step = {} if full_step is None else {"step_size": full_step}
     return {
-        "fast": _adam(eps=eps, **attack, steps=7, warmup_epochs=3, epochs=12, lr=3e-3, shift=1),
+        "fast": _adam(eps=eps, **attack, **(_FAST_PGD_LINF if fast is None else fast)),
         "full": _adam(eps=eps, **attack, steps=40, **step, warmup_epochs=5, epochs=60, batch_size=50, lr=1e-3),
     }
 
 
-def _pgd_eval(eps: float, norm: str | int) -> dict[str, Any]:
-    return {
-        "pgd_accuracy": {
-            "fn": "advlab.defenses.adversarial:pgd_accuracy",
-            "kwargs": {"eps": eps, "norm": norm, "steps": 40},
-        }
-    }
+def _aa_eval(eps: float, norm: str | int) -> dict[str, Any]:
+    """The metric every classifier entry records: AutoAttack-grade robust accuracy on the profile's test set
+    (:func:`advlab.eval.robustness_record`: the chain, n, correct, accuracy and its 95 % interval)."""
+    return {"autoattack_grade": {"fn": "advlab.eval:robustness_record", "kwargs": {"eps": eps, "norm": norm}}}
+
+
+# Metrics older records held that the zoo no longer computes; ``evaluate`` drops them.
+_RETIRED_METRICS = ("pgd_accuracy",)
 
 
 _SMALL_CNN = ["mnist_net", {}]
@@ -80,6 +89,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "arch": _SMALL_CNN,
         "data": "mnist",
         "fit": {"fast": _adam(epochs=10, lr=3e-3, shift=1), "full": _adam(epochs=10, lr=3e-3, shift=1)},
+        "eval": _aa_eval(0.3, "inf"),
     },
     "mnist-logistic": {
         "description": "multinomial logistic regression on MNIST pixels",
@@ -96,12 +106,12 @@ RECIPES: dict[str, dict[str, Any]] = {
     # Adversarially trained MNIST CNNs (advlab.defenses.adversarial; see docs/defenses.md). "fast": the 4k
     # training images on a CPU; "full": paper-sized (60k images, Madry et al.'s 40-step PGD, ε = 0.3).
     "mnist-cnn-pgd": {
-        "description": "PGD adversarial training (Madry et al.), L∞ ε = 0.3, linear ε warm-up",
+        "description": "PGD adversarial training (Madry et al.), L∞ ε = 0.3, linear ε warm-up, EMA of the weights",
         "arch": _ROBUST_ARCH,
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:pgd_at",
         "fit": _pgd_at_fit(0.3, full_step=0.01),
-        "eval": _pgd_eval(0.3, "inf"),
+        "eval": _aa_eval(0.3, "inf"),
     },
     "mnist-cnn-fgsm-rs": {
         "description": "fast adversarial training: FGSM from a random start, α = 1.25ε (Wong et al.), L∞ ε = 0.3",
@@ -114,7 +124,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             ),
             "full": _adam(eps=0.3, alpha=0.375, early_stop=True, holdout=1000, epochs=10, batch_size=100, lr=5e-3),
         },
-        "eval": _pgd_eval(0.3, "inf"),
+        "eval": _aa_eval(0.3, "inf"),
     },
     "mnist-cnn-free": {
         "description": "free adversarial training (Shafahi et al.), m = 8 replays, δ step ε/3, L∞ ε = 0.3",
@@ -125,26 +135,27 @@ RECIPES: dict[str, dict[str, Any]] = {
             "fast": _adam(eps=0.3, replays=8, step_size=0.1, warmup_epochs=32, epochs=96, lr=3e-3, shift=1),
             "full": _adam(eps=0.3, replays=8, epochs=80, batch_size=100, lr=1e-3),
         },
-        "eval": _pgd_eval(0.3, "inf"),
+        "eval": _aa_eval(0.3, "inf"),
     },
     "mnist-cnn-trades": {
-        "description": "TRADES (Zhang et al.), β = 6, L∞ ε = 0.3",
+        "description": "TRADES (Zhang et al.), β = 6, L∞ ε = 0.3, EMA of the weights",
         "arch": _ROBUST_ARCH,
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:trades",
         "fit": {
-            "fast": _adam(eps=0.3, beta=6.0, steps=7, epochs=12, lr=3e-3, shift=1),
+            "fast": _adam(eps=0.3, beta=6.0, steps=7, epochs=48, ema=0.995, lr=3e-3, shift=1),
             "full": _adam(eps=0.3, beta=6.0, steps=40, step_size=0.01, epochs=60, lr=1e-3),
         },
-        "eval": _pgd_eval(0.3, "inf"),
+        "eval": _aa_eval(0.3, "inf"),
     },
     "mnist-cnn-l2": {
         "description": "PGD adversarial training in L2, ε = 2.0 (L2-robust model for the non-robust-features notebook)",
         "arch": _ROBUST_ARCH,
         "data": "mnist",
         "trainer": "advlab.defenses.adversarial:pgd_at",
-        "fit": _pgd_at_fit(2.0, norm=2),
-        "eval": _pgd_eval(2.0, 2),
+        # the first recipe (12 epochs), kept: the cached features-mnist result of notebook 05 is keyed on this model
+        "fit": _pgd_at_fit(2.0, norm=2, fast={"steps": 7, "warmup_epochs": 3, "epochs": 12, "lr": 3e-3, "shift": 1}),
+        "eval": _aa_eval(2.0, 2),
     },
     # Certified defenses (advlab.lipschitz, advlab.smoothing; see docs/certified.md).
     "mnist-lipschitz": {
@@ -187,7 +198,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "arch": ["mnist_net", {"width": width}],
             "data": "mnist",
             "fit": {"fast": _adam(epochs=10, lr=3e-3, shift=1), "full": _adam(epochs=10, lr=3e-3, shift=1)},
-            "eval": _pgd_eval(0.3, "inf"),
+            "eval": _aa_eval(0.3, "inf"),
         }
         for width in (0.125, 0.25, 0.5)
     },
@@ -198,7 +209,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "data": "mnist",
             "trainer": "advlab.defenses.adversarial:pgd_at",
             "fit": _pgd_at_fit(0.3, full_step=0.01),
-            "eval": _pgd_eval(0.3, "inf"),
+            "eval": _aa_eval(0.3, "inf"),
         }
         for width in (0.125, 0.25, 0.5)
     },
@@ -209,7 +220,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "data": "mnist",
             "trainer": "advlab.defenses.adversarial:pgd_at",
             "fit": _pgd_at_fit(eps, full_step=eps / 30),
-            "eval": _pgd_eval(eps, "inf"),
+            "eval": _aa_eval(eps, "inf"),
         }
         for eps in (0.1, 0.2)
     },
@@ -218,7 +229,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "arch": _SMALL_CNN,
         "data": "mnist",
         "fit": {"fast": _adam(epochs=20, lr=3e-3), "full": _adam(epochs=20, lr=3e-3)},
-        "eval": _pgd_eval(2.0, 2),
+        "eval": _aa_eval(2.0, 2),
     },
 }
 
@@ -329,10 +340,9 @@ def load(name: str, *, profile: str | None = None, retrain: bool = False, progre
 
 
 def train_entry(model: nn.Module, name: str, profile: str, progress: bool = True) -> dict[str, Any]:
-    """Train ``model`` by recipe ``name`` and return its metrics (clean test accuracy and the trainer's)."""
+    """Train ``model`` by recipe ``name`` and return its metrics (the trainer's and :func:`evaluate_entry`'s)."""
     rec = recipe(name)
     x, y, _ = data.load(rec["data"], "train", profile=profile)
-    xt, yt, _ = data.load(rec["data"], "test", profile=profile)
     kwargs = rec["fit"][profile]
     start = time.perf_counter()
     extra: dict[str, Any] = {}
@@ -343,13 +353,62 @@ def train_entry(model: nn.Module, name: str, profile: str, progress: bool = True
     else:
         train.fit(model, x, y, progress=progress, **kwargs)
     metrics: dict[str, Any] = {"train_seconds": round(time.perf_counter() - start, 1)}
-    if rec.get("kind", "classifier") == "classifier":  # a generative model records its own metrics ("eval")
-        metrics["test_accuracy"] = round(train.accuracy(model, xt, yt), 4)
-    for metric, spec in rec.get("eval", {}).items():
-        module, func = spec["fn"].split(":")
-        metrics[metric] = getattr(importlib.import_module(module), func)(model, xt, yt, **spec.get("kwargs", {}))
+    metrics.update(evaluate_entry(model, name, profile))
     metrics.update({k: v for k, v in extra.items() if isinstance(v, (int, float, str))})
     return metrics
+
+
+def evaluate_entry(model: nn.Module, name: str, profile: str, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The test metrics of a trained entry: clean ``test_accuracy`` with ``test_n`` and its 95 % Clopper–Pearson
+    ``test_interval_95`` (classifiers), then the recipe's ``"eval"`` metrics (``only``: just those names, and
+    ``"test"`` for the clean ones)."""
+    from advlab.eval import accuracy_interval
+
+    rec = recipe(name)
+    xt, yt, _ = data.load(rec["data"], "test", profile=profile)
+    metrics: dict[str, Any] = {}
+    if rec.get("kind", "classifier") == "classifier" and (only is None or "test" in only):
+        correct = round(train.accuracy(model, xt, yt) * len(yt))
+        metrics["test_accuracy"] = round(correct / len(yt), 4)
+        metrics["test_n"] = len(yt)
+        metrics["test_interval_95"] = list(accuracy_interval(correct, len(yt)))
+    for metric, spec in rec.get("eval", {}).items():
+        if only is not None and metric not in only:
+            continue
+        module, func = spec["fn"].split(":")
+        metrics[metric] = getattr(importlib.import_module(module), func)(model, xt, yt, **spec.get("kwargs", {}))
+    return metrics
+
+
+def reevaluate(name: str, profile: str, folder: Path, only: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Recompute the test metrics of the stored checkpoint of ``name`` in ``folder`` and rewrite its record.
+
+    The weights (and so the key and checksum) stay; training metrics stay; metrics the recipe no longer lists
+    (:data:`_RETIRED_METRICS`) are dropped; ``only`` limits the recomputation to those metrics (see
+    :func:`evaluate_entry`). Used when the evaluation gets stronger, so that no model is retrained just to refresh a
+    number.
+    """
+    key, _ = cache_key(name, profile)
+    stem = f"{name}-{profile}-{key}"
+    pt, meta = folder / f"{stem}.pt", folder / f"{stem}.json"
+    model = build(name, profile)
+    record = _try_load(model, pt, meta, key)
+    if record is None:
+        raise AdvlabError(f"No usable checkpoint of {name!r} ({profile}) in {folder}; build it first.")
+    model = model.to(config.device()).eval()
+    fresh = evaluate_entry(model, name, profile, only)
+    kept = {k: v for k, v in record["metrics"].items() if k not in fresh and k not in _RETIRED_METRICS}
+    record["metrics"] = {**kept, **fresh}
+    _atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n"))
+    return record
+
+
+def _headline(metric: str, value: Any) -> float | None:
+    """The accuracy a build is checked on: ``test_accuracy``, or a record's ``"accuracy"`` (``autoattack_grade``);
+    None for every other metric (losses, times, counts)."""
+    if isinstance(value, dict) and "accuracy" in value:
+        return float(value["accuracy"])
+    return float(value) if metric == "test_accuracy" and isinstance(value, (int, float)) else None
 
 
 def save(
@@ -394,6 +453,17 @@ RESULTS: dict[str, dict[str, Any]] = {
                    "full": {"dataset": "mnist", "profile": "full", "seed": 0}},
         "data": "mnist",
         "zoo": ["mnist-cnn", "mnist-cnn-l2"],  # features.PRESETS["mnist"]: standard_zoo, robust_zoo
+        "version": 1,
+    },
+    "data-size-mnist": {
+        "description": "Schmidt et al.: standard vs PGD-AT on 500…4,000 training images, AutoAttack-grade test and "
+                       "training robust accuracy (advlab.defenses.adversarial.data_size_experiment)",
+        "fn": "advlab.defenses.adversarial:data_size_experiment",
+        # the sweep always uses the fast training set and recipes (the full profile's would take GPU-days)
+        "kwargs": {"fast": {"sizes": [500, 1000, 2000, 4000], "eps": 0.3, "n_train_eval": 500, "seed": 0},
+                   "full": {"sizes": [500, 1000, 2000, 4000], "eps": 0.3, "n_train_eval": 500, "seed": 0}},
+        "data": "mnist",
+        "zoo": ["mnist-cnn", "mnist-cnn-pgd"],
         "version": 1,
     },
     "fonts-n-sweep": {
@@ -492,7 +562,12 @@ def _main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="train entries and check their recorded metrics")
     b.add_argument("names", nargs="*", help="zoo names (default: all shipped entries)")
     b.add_argument("--ship", action="store_true", help="write into advlab/checkpoints (fast profile)")
-    b.add_argument("--tolerance", type=float, default=0.01, help="allowed drop of each recorded metric")
+    b.add_argument("--tolerance", type=float, default=0.02,
+                   help="allowed drop of each recorded accuracy, e.g. the AutoAttack-grade one (default 2 pp)")
+    e = sub.add_parser("evaluate", help="recompute the test metrics of stored checkpoints (no retraining)")
+    e.add_argument("names", nargs="+", help="zoo names")
+    e.add_argument("--ship", action="store_true", help="the shipped checkpoints in advlab/checkpoints (fast profile)")
+    e.add_argument("--only", nargs="+", help="recompute only these metrics ('test' for the clean accuracy)")
     sub.add_parser("list", help="list zoo entries")
     r = sub.add_parser("result", help="recompute cached experiment results (RESULTS)")
     r.add_argument("names", nargs="+", help="result names")
@@ -503,6 +578,13 @@ def _main(argv: list[str] | None = None) -> int:
             print(f"{n:24s} {RECIPES[n]['description']}")
         for n in sorted(RESULTS):
             print(f"{n:24s} (result) {RESULTS[n]['description']}")
+        return 0
+    if args.cmd == "evaluate":
+        for name in args.names:
+            profile = "fast" if args.ship else config.profile()
+            folder = SHIPPED if args.ship else config.cache_dir() / "zoo"
+            only = tuple(args.only) if args.only else None
+            print(f"{name}: {reevaluate(name, profile, folder, only)['metrics']}")
         return 0
     if args.cmd == "result":
         for name in args.names:
@@ -522,12 +604,11 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"{name}: {new['metrics']}")
         if old:
             for metric, value in old["metrics"].items():
-                if (
-                    metric != "train_seconds"
-                    and isinstance(value, float)
-                    and new["metrics"][metric] < value - args.tolerance
-                ):
-                    print(f"  {metric} dropped: {value:.4f} -> {new['metrics'][metric]:.4f}")
+                before, after = _headline(metric, value), _headline(metric, new["metrics"].get(metric))
+                if before is None or metric in _RETIRED_METRICS:
+                    continue
+                if after is None or after < before - args.tolerance:
+                    print(f"  {metric} dropped: {before:.4f} -> {after}")
                     status = 1
     return status
 

@@ -198,4 +198,29 @@ def test_shipped_defended_models_load_without_training(name, monkeypatch):
     record = zoo.info(name, "fast")
     xt, yt, _ = data.load("mnist", "test", profile="fast")
     assert train.accuracy(model, xt, yt) == pytest.approx(record["metrics"]["test_accuracy"], abs=2e-3)
-    assert "pgd_accuracy" in record["metrics"]
+    aa = record["metrics"]["autoattack_grade"]
+    assert aa["n"] == len(yt) and aa["interval_95"][0] <= aa["accuracy"] <= aa["interval_95"][1]
+
+
+def test_data_size_experiment_gives_every_size_the_same_number_of_updates(monkeypatch):
+    # Schmidt et al.'s sweep must not confound "less data" with "less training": epochs scale as 1/n.
+    seen = []
+
+    def record(model, x, y, **kwargs):
+        seen.append((kwargs.get("trainer", "fit"), len(x), kwargs["epochs"], kwargs["batch_size"]))
+        return {}
+
+    monkeypatch.setattr(adv.train, "fit", lambda model, x, y, **kw: record(model, x, y, **kw))
+    monkeypatch.setattr(adv, "pgd_at", lambda model, x, y, **kw: record(model, x, y, trainer="pgd", **kw))
+    out = adv.data_size_experiment(sizes=(500, 1000, 4000), n_train_eval=20, progress=False)
+    assert out["sizes"] == [500, 1000, 4000] and set(out) >= {"standard", "pgd-at"}
+    for method in ("fit", "pgd"):
+        runs = [(n, e, b) for m, n, e, b in seen if m == method]
+        assert [n for n, _, _ in runs] == [500, 1000, 4000]
+        updates = {e * -(-n // b) for n, e, b in runs}
+        assert len(updates) == 1, f"{method}: {runs} make different numbers of optimiser steps"
+    for rows in (out["standard"], out["pgd-at"]):
+        assert all(len(v) == 3 for v in rows.values())
+        assert all(0 <= r <= c <= 1 for r, c in zip(rows["robust_test"], rows["clean_test"], strict=True))
+    with pytest.raises(AdvlabError, match="sizes"):
+        adv.data_size_experiment(sizes=(0,), progress=False)

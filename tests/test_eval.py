@@ -291,3 +291,13 @@ def test_report_prints_its_interval(mnist_cnn, mnist_test):
     rep = robust_accuracy(mnist_cnn, x, y, 0.0, attacks={"fgsm": lambda m, xa, ya, e, p: fgsm(m, xa, ya, e)})
     low, high = rep.interval
     assert low <= rep.robust_accuracy <= high and "95 % interval" in rep.summary()
+
+
+def test_the_default_chain_works_on_a_two_class_model():
+    # APGD-T attacks min(n_target_classes, K - 1) targets: a binary model has only one other class.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)).eval()
+    x = torch.rand(20, 1, 4, 4)
+    y = model(x).argmax(1)
+    rep = robust_accuracy(model, x, y, 0.5, "inf")
+    assert rep.attacks[1].name.startswith("apgd-t") and rep.robust_accuracy < 1.0

@@ -42,6 +42,7 @@ LAYERS = {
 KNOWN_UPWARD = {
     ("zoo", "advlab"),
     ("zoo", "defenses"),
+    ("zoo", "eval"),
     ("zoo", "features"),
     ("zoo", "lipschitz"),
     ("zoo", "manifold"),

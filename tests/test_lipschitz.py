@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from conftest import DEVICES
 from torch import nn
 
+from advlab import lipschitz
 from advlab.config import AdvlabError
 from advlab.lipschitz import (
     AOLLinear,
@@ -98,13 +99,60 @@ def test_conv_spectral_norm_matches_explicit_operator(c_in, c_out, k, stride, pa
     torch.manual_seed(1)
     conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, dilation=dilation)
     matrix = _operator_matrix(lambda e: F.conv2d(e, conv.weight, None, stride, padding, dilation), shape)
-    exact = torch.linalg.matrix_norm(matrix, ord=2).item()
+    exact = torch.linalg.matrix_norm(matrix.double(), ord=2).item()
     assert spectral_norm_conv(conv, shape)[0].item() == pytest.approx(exact, rel=1e-3)
     # a raw kernel with explicit arguments gives the same operator
     raw = spectral_norm_conv(conv.weight, shape, stride=stride, padding=padding, dilation=dilation)[0]
     assert raw.item() == pytest.approx(exact, rel=1e-3)
-    # the network bound uses the same operator
-    assert layer_lipschitz(conv, shape) == pytest.approx(exact, rel=1e-3)
+    # the network bound is the exact norm (the layer's matrix is small), rounded outward
+    assert exact <= layer_lipschitz(conv, shape) <= exact * (1 + 1e-8)
+    # and the Fourier bound of the circular convolution that contains the layer is a true upper bound, not a loose one
+    bound = lipschitz._conv_upper_bound(conv.weight, shape[-2:], stride, padding, dilation)
+    assert exact <= bound <= 1.5 * exact
+
+
+@pytest.mark.parametrize("c_in, c_out, k, stride, padding, groups", [
+    (1, 16, 4, 2, 1, 1), (16, 32, 4, 2, 1, 1), (4, 8, 3, 1, 1, 2), (3, 6, 5, 1, 2, 3), (2, 4, 3, 3, 0, 1),
+])
+def test_fourier_conv_bound_is_tight_on_mnist_sized_inputs(c_in, c_out, k, stride, padding, groups):
+    torch.manual_seed(4)
+    conv = nn.Conv2d(c_in, c_out, k, stride=stride, padding=padding, groups=groups, bias=False)
+    shape = (c_in, 14, 14)
+    matrix = _operator_matrix(lambda e: conv(e), shape)
+    exact = torch.linalg.matrix_norm(matrix.double(), ord=2).item()
+    bound = lipschitz._conv_upper_bound(conv.weight, shape[-2:], stride, padding, 1, groups)
+    assert exact <= bound <= 1.15 * exact
+
+
+def test_conv_bound_beats_power_iteration_from_below():
+    # A kernel whose operator norm power iteration approaches slowly: its estimate is below the norm, the bound not.
+    torch.manual_seed(5)
+    conv = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+    shape = (3, 10, 10)
+    exact = torch.linalg.matrix_norm(_operator_matrix(conv, shape).double(), ord=2).item()
+    estimate = spectral_norm_conv(conv, shape, iters=3)[0].item()
+    bound = layer_lipschitz(conv, shape, iters=3)
+    assert estimate < exact <= bound
+
+
+def test_transposed_conv_bound_is_above_its_exact_norm():
+    torch.manual_seed(6)
+    conv = nn.ConvTranspose2d(4, 2, 4, stride=2, padding=1, bias=False)
+    shape = (4, 7, 7)
+    exact = torch.linalg.matrix_norm(_operator_matrix(conv, shape).double(), ord=2).item()
+    assert exact <= layer_lipschitz(conv, shape) <= exact * (1 + 1e-8)
+    out_hw = conv(torch.zeros(1, *shape)).shape[-2:]
+    assert exact <= lipschitz._conv_upper_bound(conv.weight, out_hw, 2, 1) <= 1.5 * exact
+
+
+def test_large_layers_use_the_fourier_bound(monkeypatch):
+    torch.manual_seed(8)
+    conv = nn.Conv2d(2, 3, 3, padding=1, bias=False)
+    shape = (2, 9, 9)
+    exact = torch.linalg.matrix_norm(_operator_matrix(conv, shape).double(), ord=2).item()
+    monkeypatch.setattr(lipschitz, "EXPLICIT_ENTRIES", 10)  # as if the layer were too large for its matrix
+    bound = layer_lipschitz(conv, shape)
+    assert bound == lipschitz._conv_upper_bound(conv.weight, (9, 9), 1, 1) and exact <= bound <= 1.5 * exact
 
 
 def test_conv_spectral_norm_circular_padding():
@@ -114,10 +162,22 @@ def test_conv_spectral_norm_circular_padding():
     assert spectral_norm_conv(conv, (2, 5, 5))[0].item() == pytest.approx(exact, rel=1e-3)
 
 
-def test_linear_pooling_norm_is_exact():
-    pool = nn.AvgPool2d(3, stride=2, padding=1)
-    exact = torch.linalg.matrix_norm(_operator_matrix(pool, (1, 6, 6)), ord=2).item()
-    assert layer_lipschitz(pool, (1, 6, 6)) == pytest.approx(exact, rel=1e-3)
+@pytest.mark.parametrize("pool", [
+    nn.AvgPool2d(3, stride=2, padding=1), nn.AvgPool2d(2), nn.AvgPool2d(3, stride=1),
+    nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False), nn.AvgPool2d(3, stride=2, ceil_mode=True),
+    nn.AvgPool2d(2, divisor_override=2), nn.AdaptiveAvgPool2d(4), nn.AdaptiveAvgPool2d((3, 2)),
+], ids=repr)
+def test_average_pooling_bound_is_a_true_upper_bound(pool, monkeypatch):
+    exact = torch.linalg.matrix_norm(_operator_matrix(pool, (1, 7, 7)).double(), ord=2).item()
+    assert exact * (1 - 1e-6) <= layer_lipschitz(pool, (1, 7, 7)) <= exact * (1 + 1e-6)  # small: the exact norm
+    monkeypatch.setattr(lipschitz, "EXPLICIT_ENTRIES", 10)  # large: a rigorous closed-form or Fourier bound
+    assert exact <= layer_lipschitz(pool, (1, 7, 7)) <= 4 * exact
+
+
+def test_non_overlapping_average_pooling_bound_is_exact():
+    exact = torch.linalg.matrix_norm(_operator_matrix(nn.AvgPool2d(2), (1, 6, 6)).double(), ord=2).item()
+    assert layer_lipschitz(nn.AvgPool2d(2), (1, 6, 6)) == pytest.approx(exact, rel=1e-8) == pytest.approx(0.5)
+    assert lipschitz._avg_pool_upper_bound(nn.AvgPool2d(2), (1, 6, 6)) == pytest.approx(0.5, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -379,3 +439,17 @@ def test_certified_radii_are_rounded_down_never_up():
     dist = (w[pred][:, None, :] - w[None]).norm(dim=2)
     exact_p = (gaps / (L * dist)).scatter(1, pred[:, None], math.inf).min(1).values
     assert bool((rp.double() <= exact_p).all())
+
+
+def test_certify_keeps_the_two_lipschitz_constants_apart():
+    torch.manual_seed(13)
+    model = _frozen(nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3)))
+    x = torch.rand(20, 1, 4, 4)
+    L_pen = network_lipschitz(model[:-1], (1, 4, 4))
+    _, computed = certify(model, x, pairwise=True)
+    _, given = certify(model, x, pairwise=True, L_penultimate=L_pen)
+    assert torch.equal(computed, given)
+    with pytest.raises(AdvlabError, match="L_penultimate"):
+        certify(model, x, L=network_lipschitz(model, (1, 4, 4)), pairwise=True)  # the whole network's bound
+    with pytest.raises(AdvlabError, match="pairwise=True"):
+        certify(model, x, L_penultimate=L_pen)

@@ -82,3 +82,37 @@ def test_shift_augmentation_moves_pixels():
 def test_accuracy_errors():
     with pytest.raises(AdvlabError, match="match"):
         train.accuracy(models.logistic(), torch.rand(3, 1, 28, 28), torch.zeros(2, dtype=torch.long))
+
+
+def test_weight_average_is_the_exponential_moving_average_of_the_steps():
+    from advlab.train import WeightAverage
+
+    model = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        model.weight.zero_()
+    avg = WeightAverage(model, decay=0.5)
+    expected = torch.zeros(1, 2)
+    for t, value in enumerate([4.0, 8.0, 2.0, 6.0, 6.0]):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        avg.update(model)
+        d = min(0.5, (1 + t) / (10 + t))  # the ramped decay: the first steps count fully
+        expected = d * expected + (1 - d) * value
+    avg.copy_to(model)
+    assert torch.allclose(model.weight, expected)
+
+
+def test_fit_with_ema_ends_on_the_averaged_weights():
+    from advlab import data
+
+    x, y, _ = data.load("toy-circle", "train", profile="fast")
+    arch = {"in_shape": (2,), "classes": 2, "mean": (0.0,), "std": (1.0,)}
+    plain, averaged = models.build("logistic", **arch), models.build("logistic", **arch)
+    averaged.load_state_dict(plain.state_dict())
+    kw = {"epochs": 3, "batch_size": 64, "lr": 0.1, "optimizer": "adam", "progress": False}
+    train.fit(plain, x, y, **kw)
+    train.fit(averaged, x, y, ema=0.9, **kw)
+    differs = any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), averaged.state_dict().values()))
+    assert differs  # the average is not the last iterate
+    with pytest.raises(AdvlabError, match="decay"):
+        train.fit(plain, x, y, ema=1.5, **kw)

@@ -224,3 +224,62 @@ def test_a_corrupt_result_is_recomputed(tiny_result):
     with pytest.warns(UserWarning, match="recomputed"):
         assert zoo.result("tiny-result", profile="fast", progress=False)["n"] == 3
     assert len(tiny_result) == before + 1
+
+
+# --- recorded evaluation and the build check ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_evaluated(tiny_entry, monkeypatch):
+    """tiny_entry with the AutoAttack-grade record every classifier entry carries (L∞, a small radius)."""
+    monkeypatch.setitem(zoo.RECIPES[tiny_entry], "eval", zoo._aa_eval(0.05, "inf"))
+    return tiny_entry
+
+
+def test_the_recorded_robust_accuracy_is_the_autoattack_grade_default(tiny_evaluated):
+    from advlab.eval import robust_accuracy
+
+    model = zoo.load(tiny_evaluated, progress=False)
+    rec = zoo.info(tiny_evaluated, "fast")["metrics"]["autoattack_grade"]
+    xt, yt, _ = data.load("toy-circle", "test", profile="fast")
+    rep = robust_accuracy(model, xt, yt, 0.05, "inf")
+    assert rec["n"] == len(yt) and rec["correct"] == int(rep.robust.sum())
+    assert rec["accuracy"] == rec["correct"] / rec["n"]
+    assert rec["interval_95"][0] <= rec["accuracy"] <= rec["interval_95"][1]
+    assert rec["chain"].startswith("apgd-ce") and "square" in rec["chain"] and rec["norm"] == "Linf"
+    assert rec["accuracy"] < rec["clean_accuracy"]  # a logistic model on the circle is not robust at 0.05
+
+
+def test_reevaluate_refreshes_metrics_without_touching_the_weights(tiny_evaluated):
+    zoo.load(tiny_evaluated, progress=False)
+    key, _ = zoo.cache_key(tiny_evaluated, "fast")
+    folder = advlab.cache_dir() / "zoo"
+    pt, meta = folder / f"{tiny_evaluated}-fast-{key}.pt", folder / f"{tiny_evaluated}-fast-{key}.json"
+    weights, record = pt.read_bytes(), json.loads(meta.read_text())
+    record["metrics"]["pgd_accuracy"] = 0.99  # a retired metric from an older record
+    record["metrics"]["autoattack_grade"]["accuracy"] = 1.5  # a stale number
+    meta.write_text(json.dumps(record))
+    fresh = zoo.reevaluate(tiny_evaluated, "fast", folder)
+    assert pt.read_bytes() == weights and fresh["sha256"] == record["sha256"]
+    assert "pgd_accuracy" not in fresh["metrics"] and fresh["metrics"]["autoattack_grade"]["accuracy"] <= 1
+    assert fresh["metrics"]["train_seconds"] == record["metrics"]["train_seconds"]  # training metrics are kept
+    assert json.loads(meta.read_text()) == fresh
+
+
+def test_build_fails_when_a_recorded_robust_accuracy_drops_by_more_than_the_tolerance(tiny_evaluated, monkeypatch):
+    zoo.load(tiny_evaluated, progress=False)
+    key, _ = zoo.cache_key(tiny_evaluated, "fast")
+    meta = advlab.cache_dir() / "zoo" / f"{tiny_evaluated}-fast-{key}.json"
+    recorded = json.loads(meta.read_text())["metrics"]["autoattack_grade"]["accuracy"]
+
+    def claim(accuracy):
+        record = json.loads(meta.read_text())
+        record["metrics"]["autoattack_grade"]["accuracy"] = accuracy
+        meta.write_text(json.dumps(record))
+
+    claim(recorded + 0.015)  # within 2 pp of what the rebuild measures: passes
+    assert zoo._main(["build", tiny_evaluated]) == 0
+    claim(recorded + 0.03)  # the rebuild would be 3 pp below the record: fails
+    assert zoo._main(["build", tiny_evaluated]) == 1
+    claim(recorded + 0.03)
+    assert zoo._main(["build", tiny_evaluated, "--tolerance", "0.05"]) == 0
