@@ -758,8 +758,11 @@ def _explicit_upper_bound(op: Callable[[Tensor], Tensor], in_shape: Sequence[int
         out = op(torch.zeros((1, *shape), dtype=torch.float64)).numel()
         if d * out > EXPLICIT_ENTRIES:
             return None
-        eye = torch.eye(d, dtype=torch.float64)
-        cols = [op(eye[i:i + 256].reshape(-1, *shape)).reshape(-1, out) for i in range(0, d, 256)]
+        cols = []
+        for i in range(0, d, 256):  # 256 unit inputs at a time: never the whole d × d identity
+            block = torch.zeros(min(256, d - i), d, dtype=torch.float64)
+            block[torch.arange(len(block)), torch.arange(i, i + len(block))] = 1.0
+            cols.append(op(block.reshape(-1, *shape)).reshape(-1, out))
         sigma = float(torch.linalg.matrix_norm(torch.cat(cols), ord=2))
     return math.nextafter(sigma * (1 + 1e-9), math.inf)
 
