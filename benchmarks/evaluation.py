@@ -66,6 +66,12 @@ def torchattacks_wrapper(
     return logits_of(model, adv).argmax(1) == y
 
 
+def half_width(n: int) -> float:
+    """Half the width of the exact 95 % interval of an accuracy of 50 % over n images (the widest case)."""
+    low, high = robust_eval.accuracy_interval(n // 2, n)
+    return (high - low) / 2
+
+
 def run(names: list[str], n: int, eps: float, wrapper: bool) -> str:
     x, y, _ = data.load("mnist", "test", n=n)
     lines = [
@@ -115,6 +121,10 @@ def run(names: list[str], n: int, eps: float, wrapper: bool) -> str:
         "first success. The goal: advlab's robust accuracy at most 0.5 pp above the reference's on every model "
         "(column `advlab − reference`), at most half its time. The paired columns count images on which the two "
         "chains disagree; both are randomized (random starts, Square's windows), so a few images fall either way.",
+        "",
+        f"Every accuracy is a fraction of the same n = {n} images: its exact 95 % binomial (Clopper–Pearson) interval "
+        f"is at most ±{100 * half_width(n):.1f} points (at 50 %). The difference between the two chains is paired (the "
+        "same images), so the disagreement counts, not those intervals, say how far apart they are.",
     ]
     return "\n".join(lines) + "\n"
 
