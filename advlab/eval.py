@@ -112,14 +112,9 @@ def _square_any_shape(model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, p: fl
     where the windows become single coordinates, and the result is returned in their own shape."""
     if x.ndim == 4:
         return square(model, x, y, eps, norm=p, queries=queries, generator=gen)
-    shape = x.shape
-
-    class _Rows(nn.Module):
-        def forward(self, rows: Tensor) -> Tensor:
-            return model(rows.reshape(-1, *shape[1:]))
-
-    res = square(_Rows(), x.reshape(len(x), 1, 1, -1), y, eps, norm=p, queries=queries, generator=gen)
-    return AttackResult(res.x_adv.reshape(shape), res.success, res.norms, res.pred, res.norm)
+    rows = nn.Sequential(nn.Flatten(), nn.Unflatten(1, tuple(x.shape[1:])), model)  # (N, 1, 1, D) -> model
+    res = square(rows, x.reshape(len(x), 1, 1, -1), y, eps, norm=p, queries=queries, generator=gen)
+    return AttackResult(res.x_adv.reshape(x.shape), res.success, res.norms, res.pred, res.norm)
 
 
 def _apgd_targeted(model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, p: float, steps: int, n_target_classes: int,

@@ -164,14 +164,15 @@ def spectral_norm_linear(weight: Tensor, iters: int = 500, tol: float = 1e-7, bl
 
 
 def _conv_op(
-    conv: nn.Module | Tensor, stride=1, padding=0, dilation=1, groups: int = 1
+    conv: nn.Module | Tensor, stride=1, padding=0, dilation=1, groups: int = 1, float64: bool = False
 ) -> tuple[Callable[[Tensor], Tensor], Tensor]:
-    """The bias-free linear operator of a conv module (any padding mode) or of a raw kernel."""
+    """The bias-free linear operator of a conv module (any padding mode) or of a raw kernel; with ``float64`` its
+    weights in float64 on the CPU."""
     if isinstance(conv, nn.Conv2d):
-        w = conv.weight.detach()
+        w = conv.weight.detach().double().cpu() if float64 else conv.weight.detach()
         return (lambda x: conv._conv_forward(x, w, None)), w
     if isinstance(conv, nn.ConvTranspose2d):
-        w = conv.weight.detach()
+        w = conv.weight.detach().double().cpu() if float64 else conv.weight.detach()
         c = conv
         return (
             lambda x: F.conv_transpose2d(x, w, None, c.stride, c.padding, c.output_padding, c.groups, c.dilation)
@@ -712,6 +713,12 @@ def l2_nonexpansive_cnn(in_shape: Sequence[int] = (1, 28, 28), classes: int = 10
 # --------------------------------------------------------------------------------------------------
 
 
+def _round_up(value: float, rel: float = 1e-9) -> float:
+    """``value`` inflated by ``rel`` (relative) and rounded to the next float up: a bound that covers the float64
+    error of the SVD/FFT that computed it."""
+    return math.nextafter(value * (1 + rel), math.inf)
+
+
 def _dense_upper_bound(weight: Tensor) -> float:
     """A true upper bound on ``||W||_2``: the exact largest singular value (SVD in float64), rounded outward.
 
@@ -720,7 +727,7 @@ def _dense_upper_bound(weight: Tensor) -> float:
     error of a small multiple of ``max(out, in) · 2⁻⁵³``; the result is inflated by 1e-9 relative, far more than that.
     """
     sigma = float(torch.linalg.matrix_norm(weight.detach().double().cpu(), ord=2))
-    return math.nextafter(sigma * (1 + 1e-9), math.inf)
+    return _round_up(sigma)
 
 
 EXPLICIT_ENTRIES = 8_000_000
@@ -728,22 +735,11 @@ EXPLICIT_ENTRIES = 8_000_000
 built in float64 (64 MB at most) and its largest singular value computed by an SVD, rounded outward."""
 
 
-def _linear_layer_double(layer: nn.Module) -> Callable[[Tensor], Tensor] | None:
-    """The bias-free operator of a convolution or average pooling layer in float64 (None for other layers)."""
-    if isinstance(layer, nn.Conv2d):
-        w = layer.weight.detach().double().cpu()
-        if layer.padding_mode == "zeros":
-            return lambda x: F.conv2d(x, w, None, layer.stride, layer.padding, layer.dilation, layer.groups)
-        pad = layer._reversed_padding_repeated_twice
-        return lambda x: F.conv2d(F.pad(x, pad, mode=layer.padding_mode), w, None, layer.stride, 0, layer.dilation,
-                                  layer.groups)
-    if isinstance(layer, nn.ConvTranspose2d):
-        w = layer.weight.detach().double().cpu()
-        return lambda x: F.conv_transpose2d(x, w, None, layer.stride, layer.padding, layer.output_padding,
-                                            layer.groups, layer.dilation)
-    if isinstance(layer, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
-        return layer
-    return None
+def _linear_layer_double(layer: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The bias-free operator of a convolution (float64 weights, on the CPU) or of an average pooling layer."""
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)):
+        return _conv_op(layer, float64=True)[0]
+    return layer
 
 
 def _explicit_upper_bound(op: Callable[[Tensor], Tensor], in_shape: Sequence[int]) -> float | None:
@@ -764,7 +760,7 @@ def _explicit_upper_bound(op: Callable[[Tensor], Tensor], in_shape: Sequence[int
             block[torch.arange(len(block)), torch.arange(i, i + len(block))] = 1.0
             cols.append(op(block.reshape(-1, *shape)).reshape(-1, out))
         sigma = float(torch.linalg.matrix_norm(torch.cat(cols), ord=2))
-    return math.nextafter(sigma * (1 + 1e-9), math.inf)
+    return _round_up(sigma)
 
 
 def _conv_upper_bound(
@@ -811,7 +807,7 @@ def _conv_upper_bound(
         sigma = max(sigma, float(torch.linalg.matrix_norm(block, ord=2).max()))
     # float64 FFT + SVD errors are a small multiple of 2⁻⁵³·log2(M)·Σ|w| per entry: inflate well beyond that
     slack = 1e-12 * float(w.abs().sum(dim=(2, 3)).max()) * math.sqrt(out_c * in_g * sh * sw)
-    return math.nextafter(sigma * (1 + 1e-9) + slack, math.inf)
+    return _round_up(sigma + slack)
 
 
 def _pool_windows(n: int, k: int, s: int, p: int, ceil_mode: bool) -> list[tuple[int, int, int]]:
@@ -863,7 +859,7 @@ def _avg_pool_upper_bound(layer: nn.Module, shape: Sequence[int]) -> float:
     if override:
         rows, cols = rows / override, cols / override
     # (1 + 1e-6): the layer divides in its own dtype, whose 1/divisor may round up (float32: by < 6e-8)
-    return math.nextafter(math.sqrt(rows * cols) * (1 + 1e-6), math.inf)
+    return _round_up(math.sqrt(rows * cols), 1e-6)
 
 
 def _round_down(exact: Tensor, dtype: torch.dtype) -> Tensor:
