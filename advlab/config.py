@@ -219,3 +219,36 @@ def data_dir() -> Path | None:
 def offline() -> bool:
     """True when ``ADVLAB_OFFLINE`` forbids downloads."""
     return os.environ.get("ADVLAB_OFFLINE", "").strip().lower() in {"1", "true", "yes"}
+
+
+# --------------------------------------------------------------------------------------- version and registrations
+#: The package's version (``advlab.__version__``). It lives here, at the bottom layer, because the zoo hashes it
+#: into every checkpoint key and the zoo must not import the package's top level.
+VERSION = "0.1.0"
+
+# Registration from above. A lower layer (the zoo) lists what upper layers (defenses, eval, vae, the cached results)
+# register with it and never imports them. The package's top level, which sits above every layer, leaves here the
+# function that imports the registering modules (advlab/__init__.py), and the lower layer calls
+# :func:`complete_registrations` before it first looks anything up.
+_pending_registrations: list[Callable[[], None]] = []
+_registering = False
+
+
+def defer_registration(register: Callable[[], None]) -> None:
+    """Run ``register`` (it imports modules that register with a lower layer) at the first
+    :func:`complete_registrations`, not now: importing ``advlab`` stays cheap."""
+    _pending_registrations.append(register)
+
+
+def complete_registrations() -> None:
+    """Run the registrations left by :func:`defer_registration`, once (a no-op afterwards and while they run)."""
+    global _registering
+    if _registering:
+        return
+    _registering = True
+    try:
+        while _pending_registrations:
+            _pending_registrations[0]()
+            _pending_registrations.pop(0)
+    finally:
+        _registering = False

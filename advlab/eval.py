@@ -17,36 +17,28 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from advlab import zoo
 from advlab.attacks.apgd import apgd
 from advlab.attacks.core import loss_and_grad, random_start
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.pgd import pgd
 from advlab.attacks.result import AttackResult
 from advlab.attacks.square import square
-from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, lp_norm, parse_norm
+from advlab.attacks.tensors import (
+    as_eps,
+    check_inputs,
+    check_logits,
+    eval_mode,
+    logits_of,
+    lp_norm,
+    on_model_device,
+    parse_norm,
+)
 from advlab.config import AdvlabError, profile
+from advlab.train import accuracy_interval  # the Clopper–Pearson interval; the zoo needs it too, so it sits lower
 
 AttackFn = Callable[[nn.Module, Tensor, Tensor, Tensor, float], AttackResult]
 """An attack for evaluation: ``fn(model, x, y, eps, p) -> AttackResult`` with eps (N,) and p the norm."""
-
-
-def accuracy_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Two-sided Clopper–Pearson interval (exact binomial) for an accuracy of ``k`` correct out of ``n``.
-
-    Returns ``(low, high)`` as fractions; it contains the true accuracy with probability at least ``level``. At
-    n = 1,000 and 70 % it is about ±2.8 points: smaller differences between two models on those images are noise.
-    """
-    from scipy import stats
-
-    k, n = int(k), int(n)
-    if n < 1 or not 0 <= k <= n:
-        raise AdvlabError(f"Need 0 <= k <= n and n >= 1, got k = {k}, n = {n}.")
-    if not 0 < level < 1:
-        raise AdvlabError(f"level must be in (0, 1), got {level}.")
-    a = (1 - level) / 2
-    low = float(stats.beta.ppf(a, k, n - k + 1)) if k > 0 else 0.0
-    high = float(stats.beta.ppf(1 - a, k + 1, n - k)) if k < n else 1.0
-    return low, high
 
 
 def _norm_name(p: float) -> str:
@@ -121,8 +113,7 @@ def _apgd_targeted(model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, p: float
                    gen: torch.Generator) -> AttackResult:
     """APGD-T against ``min(n_target_classes, K - 1)`` targets; for a model with fewer than 4 classes, where the
     targeted DLR loss is undefined, untargeted APGD on the CW margin loss instead."""
-    with torch.no_grad():
-        classes = int(model(x[:1]).shape[1])
+    classes = int(logits_of(model, x[:1]).shape[1])
     if classes < 4:
         return apgd(model, x, y, eps, norm=p, steps=steps, loss="margin", generator=gen, early_stop=True)
     return apgd(model, x, y, eps, norm=p, steps=steps, n_target_classes=min(n_target_classes, classes - 1),
@@ -161,6 +152,7 @@ def _is_random(model: nn.Module, x: Tensor) -> bool:
     return bool((a - b).abs().max() > 1e-5 * max(1.0, a.abs().max().item()))
 
 
+@on_model_device
 def random_noise(
     model: nn.Module,
     x: Tensor,
@@ -288,6 +280,7 @@ class RobustnessReport:
         return self.summary()
 
 
+@on_model_device
 def robust_accuracy(
     model: nn.Module,
     x: Tensor,
@@ -307,7 +300,8 @@ def robust_accuracy(
     ``success`` flag is never trusted.
 
     Args:
-        model: returns logits; evaluated and attacked in eval mode (restored afterwards).
+        model: returns logits; evaluated and attacked in eval mode (restored afterwards), on its own device (the
+            attacks get inputs there; the report's tensors come back on x's device).
         x: (N, *) inputs in [0, 1]; y: (N,) labels.
         eps: radius in pixel units (scalar or (N,)).
         norm: ``"inf"``, ``2`` or ``1``.
@@ -384,6 +378,7 @@ def robust_accuracy(
     )
 
 
+@on_model_device
 def robustness_record(
     model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str | float = "inf", seed: int = 0
 ) -> dict[str, object]:
@@ -394,8 +389,7 @@ def robustness_record(
     the radius (pixel units) and norm name, the number of inputs, how many survived every attack, their fraction
     (exact ``correct / n``) and its 95 % Clopper–Pearson interval.
     """
-    dev = next((q.device for q in model.parameters()), x.device)
-    rep = robust_accuracy(model, x.to(dev), y.to(dev), eps, norm, seed=seed)
+    rep = robust_accuracy(model, x, y, eps, norm, seed=seed)
     correct = int(rep.robust.sum())
     low, high = accuracy_interval(correct, rep.n)
     return {
@@ -408,6 +402,29 @@ def robustness_record(
         "interval_95": [low, high],
         "clean_accuracy": rep.clean_accuracy,
     }
+
+
+# Registration from above: every classifier entry of the zoo records this metric (zoo.autoattack_eval).
+zoo.register_function("robustness_record", robustness_record)
+
+
+@on_model_device
+def pgd_accuracy(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float = 0.3,
+    norm: str | float = "inf",
+    steps: int = 40,
+    restarts: int = 1,
+    seed: int = 0,
+) -> float:
+    """Accuracy under PGD alone (cross-entropy, random start, ``restarts`` runs), rounded to 4 digits: a quick number
+    that over-reports robustness; the default of :func:`robust_accuracy` is the one to trust."""
+    gen = torch.Generator().manual_seed(seed)
+    attacks = {f"pgd-{steps}": lambda m, xa, ya, e, p: pgd(m, xa, ya, e, norm=p, steps=steps, restarts=restarts,
+                                                          generator=gen)}
+    return round(robust_accuracy(model, x, y, eps, norm, attacks=attacks).robust_accuracy, 4)
 
 
 def _checked(name: str, res: AttackResult, x: Tensor, eps: Tensor, p: float, tol: float) -> Tensor:
@@ -478,6 +495,7 @@ def _unbounded_eps(x: Tensor, p: float) -> float:
     return 1.0 if math.isinf(p) else (math.sqrt(d) if p == 2.0 else float(d))
 
 
+@on_model_device
 def sanity_checks(
     model: nn.Module,
     x: Tensor,

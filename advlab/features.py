@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from advlab import config, data, models, train, zoo
 from advlab.attacks import next_class, pgd, random_targets
 from advlab.attacks.engine import ascend
-from advlab.attacks.tensors import check_inputs, eval_mode
+from advlab.attacks.tensors import check_inputs, eval_mode, on_model_device
 from advlab.config import AdvlabError
 
 # --------------------------------------------------------------------------------------------- representations
@@ -72,6 +72,7 @@ def _rep_distance(g: nn.Module, x: Tensor, target: Tensor) -> Tensor:
     return (g(x).flatten(1) - target).norm(dim=1)
 
 
+@on_model_device(model="g", x="x_target")
 def invert_representation(
     g: nn.Module,
     x_target: Tensor,
@@ -154,6 +155,7 @@ def other_indices(n: int, generator: torch.Generator | None = None) -> Tensor:
     return (torch.arange(n) + torch.randint(1, n, (n,), generator=generator)) % n
 
 
+@on_model_device
 def representation_dataset(
     model: nn.Module,
     x: Tensor,
@@ -176,16 +178,19 @@ def representation_dataset(
     return FeatureDataset(inv.x, y.clone(), torch.arange(len(x), device=x.device), ratio, len(x))
 
 
+@on_model_device(model="robust_model")
 def robust_dataset(robust_model: nn.Module, x: Tensor, y: Tensor, **kwargs: Any) -> FeatureDataset:
     """D_R: :func:`representation_dataset` with an adversarially trained model."""
     return representation_dataset(robust_model, x, y, **kwargs)
 
 
+@on_model_device(model="standard_model")
 def nonrobust_dataset(standard_model: nn.Module, x: Tensor, y: Tensor, **kwargs: Any) -> FeatureDataset:
     """D_NR: :func:`representation_dataset` with a standard model."""
     return representation_dataset(standard_model, x, y, **kwargs)
 
 
+@on_model_device
 def adversarial_dataset(
     model: nn.Module,
     x: Tensor,
@@ -343,7 +348,7 @@ def _model(preset: dict[str, Any], seed: int) -> nn.Module:
 def _zoo_or_train(
     name: str | None, preset: dict, x: Tensor, y: Tensor, robust: bool, profile: str, progress: bool
 ) -> tuple[nn.Module, str]:
-    if name in zoo.RECIPES:
+    if name in zoo.names():
         return zoo.load(name, profile=profile, progress=progress), f"zoo {name!r}"
     model = _model(preset, seed=1 if robust else 0)
     if robust:
@@ -354,6 +359,7 @@ def _zoo_or_train(
     return model, "trained here"
 
 
+@on_model_device
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 50, batch_size: int = 500
              ) -> tuple[float, float]:
     """(clean accuracy, accuracy under L2 PGD of radius ``eps``) of ``model`` on (x, y), as fractions."""

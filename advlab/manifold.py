@@ -44,7 +44,7 @@ from advlab.attacks.core import attack_loss, is_success
 from advlab.attacks.engine import ascend, better, default_step_size
 from advlab.attacks.pgd import pgd
 from advlab.attacks.result import AttackResult
-from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, on_model_device
 from advlab.config import AdvlabError
 from advlab.data import fonts
 
@@ -145,6 +145,7 @@ def theta_box(
     return torch.maximum(theta - eps_t, lo), torch.minimum(theta + eps_t, hi)
 
 
+@on_model_device(x="theta")
 def theta_attack(
     model: nn.Module,
     prototypes: Tensor,
@@ -215,12 +216,14 @@ def _step(step_size: float | Tensor | None, eps: Tensor, steps: int) -> Tensor:
 def fonts_attack(
     model: nn.Module, sample: fonts.FontsSample, eps: float | Tensor = 0.3, difficulty: str = "hard", **kwargs
 ) -> ManifoldResult:
-    """:func:`theta_attack` on a whole :class:`~advlab.data.fonts.FontsSample` (prototypes looked up for you)."""
-    dev = next((p.device for p in model.parameters()), config.device())
-    protos = fonts.prototypes_for(sample.font.to(dev), sample.y.to(dev))
-    return theta_attack(model, protos, sample.theta.to(dev), sample.y.to(dev), eps, difficulty=difficulty, **kwargs)
+    """:func:`theta_attack` on a whole :class:`~advlab.data.fonts.FontsSample` (prototypes looked up for you).
+
+    It runs on the model's device and returns on the sample's (see :func:`theta_attack`)."""
+    protos = fonts.prototypes_for(sample.font, sample.y)
+    return theta_attack(model, protos, sample.theta, sample.y, eps, difficulty=difficulty, **kwargs)
 
 
+@on_model_device
 def off_manifold(
     model: nn.Module, x: Tensor, y: Tensor, eps: float | Tensor = 0.3, norm: str | float = "inf", steps: int = 10,
     **kwargs,
@@ -256,6 +259,7 @@ def latent_box(mu: Tensor, eps: float | Tensor) -> tuple[Tensor, Tensor]:
     return mu - eps_t, mu + eps_t
 
 
+@on_model_device(model=("model", "vae"))
 def latent_attack(
     model: nn.Module,
     vae: nn.Module,
@@ -302,6 +306,7 @@ def latent_attack(
             return _code_pgd(model, lambda z: vae.decode(z, y), mu, y, low, high, steps, alpha, start)
 
 
+@on_model_device(model="vae")
 def latent_distance(vae: nn.Module, x: Tensor, y: Tensor | None = None, steps: int = 100, lr: float = 0.05) -> Tensor:
     """Distance (N,) of images to the VAE's learned manifold (of class y), L2 in pixel units.
 

@@ -30,7 +30,16 @@ from torch import Tensor, nn
 
 from advlab.attacks import pgd
 from advlab.attacks.result import AttackResult
-from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, logits_of, lp_norm, parse_norm
+from advlab.attacks.tensors import (
+    as_eps,
+    check_inputs,
+    eval_mode,
+    float64_device,
+    logits_of,
+    lp_norm,
+    on_model_device,
+    parse_norm,
+)
 from advlab.config import AdvlabError
 
 Attack = Callable[[nn.Module, Tensor, Tensor], AttackResult]
@@ -97,6 +106,7 @@ class Rarity(NamedTuple):
         return self.noise_error.mean().item() if self.noise_error.numel() else math.nan
 
 
+@on_model_device
 def rarity(
     model: nn.Module,
     x: Tensor,
@@ -148,6 +158,7 @@ def rarity(
 # ------------------------------------------------------------------------------------------------------ boundaries
 
 
+@on_model_device
 def boundary_distances(
     model: nn.Module,
     x: Tensor,
@@ -229,6 +240,7 @@ class LinearityCurves(NamedTuple):
     logits_gradient: Tensor
 
 
+@on_model_device
 def linearity(
     model: nn.Module,
     x: Tensor,
@@ -378,16 +390,21 @@ class PCA(NamedTuple):
 
 
 def pca(x: Tensor) -> PCA:
-    """PCA of (N, *) data flattened to (N, D), by an eigen-decomposition of the covariance (in float64)."""
+    """PCA of (N, *) data flattened to (N, D), by an eigen-decomposition of the covariance (in float64, on the CPU
+    where x's device has none: mps); the result is in x's dtype on x's device."""
     if not isinstance(x, Tensor) or x.ndim < 2 or len(x) < 2:
         raise AdvlabError("pca needs a tensor of at least 2 examples shaped (N, ...).")
-    flat = x.detach().flatten(1).double()
+    flat = x.detach().flatten(1).to(float64_device(x.device)).double()
     mean = flat.mean(0)
     centred = flat - mean
     cov = centred.T @ centred / (len(flat) - 1)
     var, vec = torch.linalg.eigh(cov)  # ascending
     order = var.argsort(descending=True)
-    return PCA(mean.to(x.dtype), vec[:, order].T.contiguous().to(x.dtype), var[order].clamp_min(0).to(x.dtype))
+
+    def back(t: Tensor) -> Tensor:  # cast first: a float64 tensor cannot be moved to mps
+        return t.to(x.dtype).to(x.device)
+
+    return PCA(back(mean), back(vec[:, order].T.contiguous()), back(var[order].clamp_min(0)))
 
 
 def energy_spectrum(delta: Tensor, basis: PCA) -> Tensor:

@@ -29,10 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab import config
+from advlab import config, zoo
 from advlab.attacks.core import project, random_start
 from advlab.attacks.engine import ascend, default_step_size
-from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, lp_norm, parse_norm
+from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, lp_norm, on_model_device, parse_norm
 from advlab.config import AdvlabError
 
 
@@ -103,6 +103,7 @@ def kl_divergence(mu: Tensor, logvar: Tensor) -> Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(1)
 
 
+@on_model_device(model="vae")
 def elbo_loss(vae: VAE, x: Tensor, y: Tensor | None = None, beta: float = 1.0) -> Tensor:
     """Negative ELBO per sample (N,): BCE reconstruction (summed over pixels) + β · KL, in nats."""
     logits, mu, logvar = vae(x, y)
@@ -206,6 +207,7 @@ def train_vae(
     return vae
 
 
+@on_model_device(model="vae")
 @torch.no_grad()
 def elbo_at_mean(vae: VAE, x: Tensor, y: Tensor | None = None, batch_size: int = 1000) -> float:
     """Mean ELBO (nats, higher is better) of images x (N, C, H, W) with z = μ instead of a sample: deterministic.
@@ -214,14 +216,13 @@ def elbo_at_mean(vae: VAE, x: Tensor, y: Tensor | None = None, batch_size: int =
     The zoo records it as the test metric of a VAE.
     """
     x, y = check_inputs(x, y)
-    dev = next(vae.parameters()).device
     y = y if vae.classes > 0 else None
     total, was_training = 0.0, vae.training
     vae.eval()  # no dropout or batch norm in a VAE: the mode changes nothing, so no warning either
     try:
         for i in range(0, len(x), batch_size):
-            xb = x[i : i + batch_size].to(dev)
-            yb = y[i : i + batch_size].to(dev) if y is not None else None
+            xb = x[i : i + batch_size]
+            yb = y[i : i + batch_size] if y is not None else None
             mu, logvar = vae.encode(xb, yb)
             rec = F.binary_cross_entropy_with_logits(vae.decode_logits(mu, yb), xb, reduction="none").flatten(1).sum(1)
             total += (rec + kl_divergence(mu, logvar)).sum().item()
@@ -319,6 +320,7 @@ class _VaeLossObjective:
         return rec + self.beta * kl_divergence(mu, logvar)
 
 
+@on_model_device(model="vae")
 def latent_attack(
     vae: VAE,
     x: Tensor,
@@ -354,6 +356,7 @@ def latent_attack(
                 _LatentObjective())
 
 
+@on_model_device(model="vae")
 def vae_loss_attack(
     vae: VAE,
     x: Tensor,
@@ -388,3 +391,24 @@ __all__ = [
     "train_vae",
     "vae_loss_attack",
 ]
+
+
+# ---------------------------------------------------------------------------------------------- the zoo's VAE
+# Registration from above (see advlab.zoo): the VAE of notebooks/03_properties.ipynb (Kos et al.'s attacks, survey ③).
+# "kind": "vae" records the test ELBO (elbo_at_mean, nats, higher is better) instead of a test accuracy. The names are
+# hashed into the checkpoint's key: they keep the spelling it was built with.
+zoo.register_function("advlab.vae:VAE", VAE)
+zoo.register_function("advlab.vae:fit_vae", fit_vae)
+zoo.register_function("advlab.vae:elbo_at_mean", elbo_at_mean)
+zoo.register_recipe("mnist-vae", {
+    "description": "unconditional MLP VAE (8 latent dimensions, Bernoulli decoder) for Kos et al.'s attacks",
+    "kind": "vae",
+    "arch": ["advlab.vae:VAE", {"in_shape": [1, 28, 28], "latent": 8, "hidden": 256, "classes": 0}],
+    "data": "mnist",
+    "trainer": "advlab.vae:fit_vae",
+    "fit": {
+        "fast": {"epochs": 20, "batch_size": 128, "lr": 1e-3},
+        "full": {"epochs": 20, "batch_size": 128, "lr": 1e-3},
+    },
+    "eval": {"test_elbo": {"fn": "advlab.vae:elbo_at_mean", "kwargs": {}}},
+})

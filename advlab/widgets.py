@@ -149,20 +149,12 @@ def _default_setup() -> tuple[nn.Module, Tensor, Tensor, tuple[str, ...]]:
 
 def demo_index(model: nn.Module, x: Tensor, y: Tensor, label: int = 7, min_conf: float = 0.9) -> int:
     """Index of the first image of class ``label`` that ``model`` gets right with confidence ≥ ``min_conf``."""
-    dev = _device(model)
-    probs = attacks.logits_of(model, x.to(dev)).softmax(1).cpu()
+    probs = attacks.logits_of(model, x).softmax(1).cpu()  # on the model's device, back on x's
     conf, pred = probs.max(1)
     ok = ((y.cpu() == label) & (pred == label) & (conf >= min_conf)).nonzero().flatten()
     if ok.numel() == 0:
         raise AdvlabError(f"No image of class {label} is classified correctly with confidence >= {min_conf}.")
     return int(ok[0])
-
-
-def _device(model: nn.Module) -> torch.device:
-    """The device of a model's first parameter or buffer (CPU for a model with neither, e.g. a true hypothesis)."""
-    for t in (*model.parameters(), *model.buffers()):
-        return t.device
-    return torch.device("cpu")
 
 
 def _parse(eps: float | None, norm: str | float, attack: str, table: dict) -> tuple[str, float, float]:
@@ -181,10 +173,12 @@ def _attack_one(
     model: nn.Module, x: Tensor, y: int | Tensor, eps: float, name: str, p: float, classes: Sequence[str] | None,
     attack: str, steps: int, seed: int,
 ) -> dict:
-    """Attack one input x (*shape) with label y; returns the fields of an :class:`Exploration` (no figure)."""
-    dev = _device(model)
-    xb = x.reshape(1, *x.shape).to(dev)
-    yb = torch.as_tensor(y).reshape(1).long().to(dev)
+    """Attack one input x (*shape) with label y; returns the fields of an :class:`Exploration` (no figure).
+
+    The attacks and :func:`advlab.attacks.logits_of` run on the model's device and answer on x's; the fields are
+    on the CPU."""
+    xb = x.reshape(1, *x.shape)
+    yb = torch.as_tensor(y).reshape(1).long().to(xb.device)
     if attack == "pgd":
         gen = torch.Generator().manual_seed(seed)  # a CPU stream: the same start on every device
         res = attacks.pgd(model, xb, yb, eps, norm=p, steps=steps, generator=gen)
@@ -291,11 +285,10 @@ def toy_plane(
     black), the true boundary h* (dashed green) and optional labelled points (x (N, 2), y (N,)); returns ``ax``."""
     from advlab.data import toy2d
 
-    dev = _device(model)
     axis = torch.linspace(0, 1, grid)
     g1, g2 = torch.meshgrid(axis, axis, indexing="xy")
     pts = torch.stack([g1.reshape(-1), g2.reshape(-1)], dim=1)
-    prob = attacks.logits_of(model, pts.to(dev)).softmax(1)[:, 1].cpu().reshape(grid, grid).numpy()
+    prob = attacks.logits_of(model, pts).softmax(1)[:, 1].reshape(grid, grid).numpy()  # on the model's device
     true = toy2d.true_score(name, pts).reshape(grid, grid).numpy()
     a = axis.numpy()
     ax.contourf(a, a, prob, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.25)

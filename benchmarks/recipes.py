@@ -6,7 +6,8 @@
 Each variant trains Wong et al.'s `mnist_net` on the 4,000 fast-profile training images (Adam 3e-3, one-cycle, ±1-pixel
 shifts, L∞ ε = 0.3, seed 0) and reports clean and AutoAttack-grade accuracy (the default of
 `advlab.eval.robust_accuracy`) on the 1,000 fast test images, and the training time. The variants differ in epochs,
-the exponential moving average of the weights (EMA), width and method; the shipped recipes are in `advlab/zoo.py`.
+the exponential moving average of the weights (EMA), width and method; the shipped recipes are in
+`advlab/defenses/recipes.py`.
 Run it alone: two torch jobs on 2 cores slow each other down many times over.
 """
 

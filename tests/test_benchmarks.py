@@ -56,3 +56,61 @@ def test_gpu_check_says_what_it_needs_and_survives_a_timeout(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_check.main([]) == 2
+
+
+def test_gpu_check_dry_run_lists_every_notebook_and_solution():
+    """`make test` runs the GPU script's plan on the CPU: every course notebook and solution is in it, tests first."""
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    listed = done.stdout.splitlines()
+    expected = sorted(p.relative_to(ROOT).as_posix() for d in ("notebooks", "solutions")
+                      for p in (ROOT / d).glob("*.ipynb"))
+    assert len(expected) >= 13
+    for path in expected:
+        assert any(line.startswith(path + " ") for line in listed), path
+    assert listed[0].startswith("tests ") and listed[-2].startswith("benchmark ")
+    assert not any("exercises/" in line for line in listed)  # the stubs raise by design
+
+
+def test_gpu_check_reports_a_failing_notebook(tmp_path):
+    """A notebook with a failing claim is an error of the executed notebook, with its last line reported."""
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1"),
+                                         nbformat.v4.new_code_cell("assert x == 2, 'the claim fails'")])
+    bad = tmp_path / "bad.ipynb"
+    nbformat.write(nb, bad)
+    assert gpu_check.execute_one(bad, 60) == 1
+    nb.cells[1].source = "assert x == 1"
+    nbformat.write(nb, bad)
+    assert gpu_check.execute_one(bad, 60) == 0
+
+
+def test_notebook_times_reports_every_code_cell(tmp_path):
+    import importlib.util
+
+    import nbformat
+
+    spec = importlib.util.spec_from_file_location("notebook_times", ROOT / "benchmarks" / "notebook_times.py")
+    nt = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(nt)
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# t"),
+                                         nbformat.v4.new_code_cell("import time\ntime.sleep(0.3)"),
+                                         nbformat.v4.new_code_cell("x = 1")])
+    path = tmp_path / "t.ipynb"
+    nbformat.write(nb, path)
+    before = path.read_bytes()
+    wall, cells = nt.time_notebook(path, timeout=60)
+    assert [i for i, _, _ in cells] == [1, 2] and cells[0][2] == "import time"
+    assert cells[0][1] >= 0.3 > cells[1][1] and wall >= cells[0][1]  # the sleeping cell is the slow one
+    assert path.read_bytes() == before  # the notebook is not modified
+    out = tmp_path / "times.md"
+    assert nt.main([str(path), "--out", str(out)]) == 0 and "| t.ipynb |" in out.read_text()

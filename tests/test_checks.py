@@ -115,18 +115,51 @@ def deepfool_l2(model, x, y, overshoot=0.02, max_iter=50, where="total"):
     return x_adv.detach()
 
 
-def pgd_at_batch(model, xb, yb, eps, alpha, steps, eval_mode=True, restore=True, labels="true", detach=True):
-    was = model.training
-    if eval_mode:
-        model.eval()
-    y = model(xb).argmax(1).detach() if labels == "pred" else yb
-    e = torch.full((len(xb),), eps, dtype=xb.dtype)
-    x_adv = pgd_linf(model, xb, y, e, alpha, steps)
-    if restore:
-        model.train(was)
-    if not detach:
-        x_adv = x_adv + 0 * xb.requires_grad_(True)
-    return x_adv, yb
+def pgd_at_epoch(model, batches, optimizer, eps, alpha, steps, eval_mode=True, restore=True, adversarial=True,
+                 proj=True, leak=False, labels="true", zero_grad=True, reduction="mean", returns="mean"):
+    losses = []
+    for xb, yb in batches:
+        was = model.training
+        if eval_mode:
+            model.eval()
+        if leak:
+            optimizer.zero_grad()  # before the attack only: the attack's backward passes stay in p.grad
+        e = torch.full((len(xb),), float(eps), dtype=xb.dtype)
+        y = model(xb).argmax(1).detach() if labels == "pred" else yb
+        x_adv = xb + project_linf((2 * torch.rand_like(xb) - 1) * _col(e, xb), xb, e)
+        for _ in range(steps):
+            if leak:
+                xg = x_adv.detach().requires_grad_(True)
+                F.cross_entropy(model(xg), y).backward()
+                grad = xg.grad
+            else:
+                grad = _grad(model, x_adv, y)
+            x_adv = x_adv + alpha * grad.sign()
+            x_adv = xb + project_linf(x_adv - xb, xb, e) if proj else x_adv.clamp(0, 1)
+        if restore:
+            model.train(was)
+        x_train = x_adv.detach() if adversarial else xb
+        if zero_grad and not leak:
+            optimizer.zero_grad()
+        loss = F.cross_entropy(model(x_train), yb, reduction=reduction)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses[-1] if returns == "last" else sum(losses) / len(losses)
+
+
+def catastrophic_epoch(log, collapse=0.1, gap=0.3, first_epoch=1, tol=0.02, use_fgsm=True, last=False, strict=False):
+    f, p = log["fgsm_accuracy"], log["pgd_accuracy"]
+    found = None
+    for e in range(first_epoch, len(p)):
+        low = p[e] < collapse if strict else p[e] <= collapse
+        lead = f[e] > p[e] + gap if strict else f[e] >= p[e] + gap
+        held = e == 0 or f[e] >= f[e - 1] - tol
+        if low and (not use_fgsm or (lead and held)):
+            found = e
+            if not last:
+                return e
+    return found
 
 
 def straight_through(x, preprocess):
@@ -209,11 +242,28 @@ WRONG = {
         "no overshoot": _kw(deepfool_l2, where="none"),
         "overshoot on the last step only": _kw(deepfool_l2, where="last"),
     },
-    "pgd_at_batch": {
-        "train mode while crafting": _kw(pgd_at_batch, eval_mode=False),
-        "train mode not restored": _kw(pgd_at_batch, restore=False),
-        "predicted labels": _kw(pgd_at_batch, labels="pred"),
-        "not detached": _kw(pgd_at_batch, detach=False),
+    "pgd_at_epoch": {
+        "trains on the clean batch": _kw(pgd_at_epoch, adversarial=False),
+        "attacks in train mode, the weight gradient leaking": _kw(pgd_at_epoch, eval_mode=False, leak=True),
+        "the attack's backward leaks into p.grad (eval mode)": _kw(pgd_at_epoch, leak=True),
+        "no projection onto the ball": _kw(pgd_at_epoch, proj=False),
+        "predicted labels": _kw(pgd_at_epoch, labels="pred"),
+        "no zero_grad: gradients accumulate": _kw(pgd_at_epoch, zero_grad=False),
+        "weight step in eval mode": _kw(pgd_at_epoch, restore=False),
+        "summed loss": _kw(pgd_at_epoch, reduction="sum"),
+        "returns the last loss": _kw(pgd_at_epoch, returns="last"),
+    },
+    "catastrophic_epoch": {
+        "ignores FGSM accuracy": _kw(catastrophic_epoch, use_fgsm=False),
+        "1-based epoch": lambda log, collapse=0.1, gap=0.3: (
+            None if (e := catastrophic_epoch(log, collapse, gap)) is None else e + 1),
+        "last epoch instead of the first": _kw(catastrophic_epoch, last=True),
+        "starts at epoch 0": _kw(catastrophic_epoch, first_epoch=0),
+        "no tolerance on FGSM accuracy": _kw(catastrophic_epoch, tol=0.0),
+        "hard-coded thresholds": lambda log, collapse=0.1, gap=0.3: catastrophic_epoch(log),
+        "strict inequalities": _kw(catastrophic_epoch, strict=True),
+        "-1 instead of None": lambda log, collapse=0.1, gap=0.3: (
+            -1 if (e := catastrophic_epoch(log, collapse, gap)) is None else e),
     },
     "straight_through": {
         "no detach": lambda x, pre: x + (pre(x) - x),
@@ -270,7 +320,8 @@ REFERENCE = {
     "targeted_fgsm": targeted_fgsm,
     "cw_margin": cw_margin,
     "deepfool_l2": deepfool_l2,
-    "pgd_at_batch": pgd_at_batch,
+    "pgd_at_epoch": pgd_at_epoch,
+    "catastrophic_epoch": catastrophic_epoch,
     "straight_through": straight_through,
     "spectral_norm": spectral_norm,
     "certified_radius": certified_radius,
@@ -319,8 +370,24 @@ def test_specific_hints(capsys):
     assert "-inf" in capsys.readouterr().out
     checks.check_deepfool_l2(WRONG["deepfool_l2"]["overshoot on the last step only"])
     assert "last step only" in capsys.readouterr().out
-    checks.check_pgd_at_batch(WRONG["pgd_at_batch"]["predicted labels"])
-    assert "true labels" in capsys.readouterr().out
+    for label, needle in [("trains on the clean batch", "clean batch"),
+                          ("attacks in train mode, the weight gradient leaking", "train mode during the attack"),
+                          ("the attack's backward leaks into p.grad (eval mode)", "leaked into p.grad"),
+                          ("no projection onto the ball", "project back onto the ε-ball"),
+                          ("predicted labels", "true labels"),
+                          ("no zero_grad: gradients accumulate", "add up from step to step"),
+                          ("weight step in eval mode", "the weight step ran in eval mode"),
+                          ("summed loss", "summed loss"),
+                          ("returns the last loss", "last batch only")]:
+        checks.check_pgd_at_epoch(WRONG["pgd_at_epoch"][label])
+        assert needle in capsys.readouterr().out, label
+    for label, needle in [("ignores FGSM accuracy", "divergence"), ("1-based epoch", "1-based"),
+                          ("last epoch instead of the first", "FIRST epoch"),
+                          ("starts at epoch 0", "no previous epoch"),
+                          ("no tolerance on FGSM accuracy", "tolerance"), ("hard-coded thresholds", "thresholds"),
+                          ("strict inequalities", "equality"), ("-1 instead of None", "return None")]:
+        checks.check_catastrophic_epoch(WRONG["catastrophic_epoch"][label])
+        assert needle in capsys.readouterr().out, label
     checks.check_straight_through(WRONG["straight_through"]["no detach"])
     assert "gradient through your function is zero" in capsys.readouterr().out
     checks.check_straight_through(WRONG["straight_through"]["identity forward"])
@@ -331,6 +398,18 @@ def test_specific_hints(capsys):
     assert "Frobenius" in capsys.readouterr().out
     checks.check_certify_counts(WRONG["certify_counts"]["two-sided bound"])
     assert "two-sided" in capsys.readouterr().out
+
+
+def test_pgd_at_epoch_fails_clean_training_on_mnist(capsys):
+    """The MNIST stage on its own: right on the check's float64 linear model, clean training on MNIST (float32)."""
+
+    def adversarial_only_in_float64(model, batches, optimizer, eps, alpha, steps):
+        dtype = batches[0][0].dtype
+        return pgd_at_epoch(model, batches, optimizer, eps, alpha, steps, adversarial=dtype == torch.float64)
+
+    assert checks.check_pgd_at_epoch(adversarial_only_in_float64) is False
+    out = capsys.readouterr().out
+    assert out.startswith("[FAIL] ") and "1,000 MNIST digits" in out and "the standard MLP" in out
 
 
 def test_checks_leave_the_global_random_state_alone():

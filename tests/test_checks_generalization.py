@@ -4,6 +4,7 @@ stubs, [FAIL] with a specific hint on plausible mistakes."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from check_harness import check_tests
 
 from advlab import checks
@@ -75,6 +76,46 @@ def tangent_fraction(J, delta, how="qr"):
     return p.norm(dim=1) / delta.norm(dim=1)
 
 
+def on_manifold_step(model, optimizer, decode, protos, theta0, y, eps, alpha, steps, low, high, space="theta",
+                     eval_mode=True, leak=False, data_range=True, share="half", attack=True):
+    n = len(y)
+    k = {"half": n // 2, "all": n}[share]
+    was = model.training
+    if eval_mode:
+        model.eval()
+    if leak:
+        optimizer.zero_grad()
+    t0 = theta0[:k]
+    e = torch.full((k,), float(eps), dtype=theta0.dtype)
+    theta = t0.clone()
+    x_adv = decode(protos[:k], t0).detach()
+    for _ in range(steps if attack else 0):
+        if space == "theta":
+            theta = theta.detach().requires_grad_(True)
+            loss = F.cross_entropy(model(decode(protos[:k], theta)), y[:k], reduction="sum")
+            if leak:
+                loss.backward()
+                grad = theta.grad
+            else:
+                (grad,) = torch.autograd.grad(loss, theta)
+            lo, hi = (low, high) if data_range else (torch.full_like(low, -1e9), torch.full_like(high, 1e9))
+            theta = theta_step(theta.detach(), grad, t0, e, alpha, lo, hi)
+            x_adv = decode(protos[:k], theta).detach()
+        else:  # pixel PGD around the clean images: off the manifold
+            x0 = decode(protos[:k], t0).detach()
+            xg = x_adv.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(F.cross_entropy(model(xg), y[:k], reduction="sum"), xg)
+            x_adv = (x0 + (x_adv + alpha * grad.sign() - x0).clamp(-eps, eps)).clamp(0, 1)
+    model.train(was)
+    xb = torch.cat([x_adv, decode(protos[k:], theta0[k:]).detach()])
+    if not leak:
+        optimizer.zero_grad()
+    loss = F.cross_entropy(model(xb), y)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def _kw(fn, **fixed):
     def wrapped(*args, **kwargs):
         return fn(*args, **kwargs, **fixed)
@@ -88,6 +129,7 @@ REFERENCE = {
     "inversion_step": inversion_step,
     "theta_step": theta_step,
     "tangent_fraction": tangent_fraction,
+    "on_manifold_step": on_manifold_step,
 }
 
 # ------------------------------------------------------------------------------------ wrong implementations
@@ -128,6 +170,15 @@ WRONG = {
         "squared cosines, columns taken as orthogonal": _kw(tangent_fraction, how="cosines"),
         "J Jᵀ δ without (JᵀJ)⁻¹": _kw(tangent_fraction, how="no inverse"),
         "ratio of norms": _kw(tangent_fraction, how="norm ratio"),
+    },
+    "on_manifold_step": {
+        "pixel PGD (off the manifold)": _kw(on_manifold_step, space="pixels"),
+        "attacks in train mode, the weight gradient leaking": _kw(on_manifold_step, eval_mode=False, leak=True),
+        "the attack's backward leaks into p.grad": _kw(on_manifold_step, leak=True),
+        "no data range": _kw(on_manifold_step, data_range=False),
+        "attacks the whole batch": _kw(on_manifold_step, share="all"),
+        "no attack": _kw(on_manifold_step, attack=False),
+        "descends": lambda m, o, d, p, t0, y, e, a, s, lo, hi: on_manifold_step(m, o, d, p, t0, y, e, -a, s, lo, hi),
     },
 }
 
@@ -175,6 +226,13 @@ def test_specific_hints(capsys):
         ("theta_step", "raw gradient", "raw gradient"),
         ("tangent_fraction", "squared cosines, columns taken as orthogonal", "as if they were orthogonal"),
         ("tangent_fraction", "ratio of norms", "squared"),
+        ("on_manifold_step", "pixel PGD (off the manifold)", "attack θ, not the pixels"),
+        ("on_manifold_step", "attacks in train mode, the weight gradient leaking", "train mode during the attack"),
+        ("on_manifold_step", "the attack's backward leaks into p.grad", "leaked into p.grad"),
+        ("on_manifold_step", "no data range", "data range"),
+        ("on_manifold_step", "attacks the whole batch", "whole batch"),
+        ("on_manifold_step", "no attack", "no attack"),
+        ("on_manifold_step", "descends", "descends"),
     ]
     for name, label, needle in expect:
         assert checks.check(name, WRONG[name][label]) is False

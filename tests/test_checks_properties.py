@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from check_harness import check_tests
+from scipy import stats
 
 from advlab import checks
 
@@ -100,6 +103,51 @@ def energy_per_component(delta, components, norm_by="delta", square=True):
     return energy / total.clamp_min(1e-12)
 
 
+def cap_distance(x, u, mu, tail="upper", shape="d-1", how="chord", radius="own", clamp=True):
+    d = x.shape[1]
+    a = (d - 1) / 2 if shape == "d-1" else d / 2
+    if shape == "gaussian":
+        t = float(stats.norm.isf(mu)) / math.sqrt(d) if 0 < mu < 1 else (1.0 if mu == 0 else -1.0)
+    else:
+        t = 2 * float(stats.beta.isf(mu, a, a) if tail == "upper" else stats.beta.ppf(mu, a, a)) - 1
+    r = x.norm(dim=1)
+    if how == "plane":  # the distance to the plane u·x = t·r: leaves the sphere
+        return (t * r - x @ u).clamp_min(0)
+    gap = torch.arccos((x @ u / r).clamp(-1, 1)) - math.acos(min(1.0, max(-1.0, t)))
+    gap = gap.clamp_min(0) if clamp else gap
+    r = r if radius == "own" else torch.ones_like(r)
+    return 2 * r * torch.sin(gap / 2) if how == "chord" else r * gap
+
+
+def cap_distance_nearest_point(x, u, mu):
+    """Another correct solution: build the nearest point of the cap and measure ||x - p||."""
+    d = x.shape[1]
+    t = 2 * stats.beta.ppf(1 - mu, (d - 1) / 2, (d - 1) / 2) - 1
+    r = x.norm(dim=1, keepdim=True)
+    along = x @ u
+    v = x - along[:, None] * u  # the part of x orthogonal to u
+    e = torch.zeros_like(u)
+    e[int(u.abs().argmin())] = 1.0
+    other = e - (e @ u) * u  # at x = -r·u any direction orthogonal to u will do
+    v = torch.where(v.norm(dim=1, keepdim=True) > 1e-9 * r, v, other)
+    v = v / v.norm(dim=1, keepdim=True)
+    s = math.sqrt(max(0.0, 1 - t * t))
+    nearest = r * (t * u + s * v)
+    inside = along >= t * r[:, 0]
+    return torch.where(inside, torch.zeros_like(along), (x - nearest).norm(dim=1))
+
+
+def cap_distance_breaks_at_the_antipode(x, u, mu):
+    d = x.shape[1]
+    t = 2 * stats.beta.isf(mu, (d - 1) / 2, (d - 1) / 2) - 1
+    r = x.norm(dim=1, keepdim=True)
+    along = x @ u
+    v = x - along[:, None] * u
+    v = v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)  # 0 at x = -r·u
+    nearest = r * (t * u + math.sqrt(max(0.0, 1 - t * t)) * v)
+    return torch.where(along >= t * r[:, 0], torch.zeros_like(along), (x - nearest).norm(dim=1))
+
+
 def _kw(fn, **fixed):
     def wrapped(*args, **kwargs):
         return fn(*args, **kwargs, **fixed)
@@ -113,6 +161,7 @@ REFERENCE = {
     "transfer_matrix": transfer_matrix,
     "principal_components": principal_components,
     "energy_per_component": energy_per_component,
+    "cap_distance": cap_distance,
 }
 
 WRONG = {
@@ -160,6 +209,16 @@ WRONG = {
         "projects on the columns": lambda d, c: (d.flatten(1) @ c).pow(2)
         / d.flatten(1).pow(2).sum(1, keepdim=True).clamp_min(1e-12),
     },
+    "cap_distance": {
+        "distance to the plane of the cap": _kw(cap_distance, how="plane"),
+        "arc length instead of the L2 distance": _kw(cap_distance, how="arc"),
+        "the lower tail (a cap of measure 1 − mu)": _kw(cap_distance, tail="lower"),
+        "Beta(d/2, d/2)": _kw(cap_distance, shape="d"),
+        "the Gaussian approximation of the cap": _kw(cap_distance, shape="gaussian"),
+        "unit spheres only": _kw(cap_distance, radius="unit"),
+        "negative distances inside the cap": _kw(cap_distance, clamp=False),
+        "nearest point built with 0/0 at x = -r·u": cap_distance_breaks_at_the_antipode,
+    },
 }
 
 (
@@ -172,6 +231,11 @@ WRONG = {
 
 def test_the_other_correct_linf_recipe_passes(capsys):
     assert checks.check_same_norm_noise(same_norm_noise_face) is True
+    assert capsys.readouterr().out.startswith("[PASS]")
+
+
+def test_the_nearest_point_recipe_for_the_cap_passes(capsys):
+    assert checks.check_cap_distance(cap_distance_nearest_point) is True
     assert capsys.readouterr().out.startswith("[PASS]")
 
 
@@ -216,6 +280,15 @@ def test_specific_hints(capsys):
     assert "whole batch" in hint_for(checks.check_energy_per_component, w["normalised over the batch"])
     assert "NaN" in hint_for(checks.check_energy_per_component, w["NaN for a zero perturbation"])
     assert "ROWS" in hint_for(checks.check_energy_per_component, w["projects on the columns"])
+    w = WRONG["cap_distance"]
+    assert "leaves the sphere" in hint_for(checks.check_cap_distance, w["distance to the plane of the cap"])
+    assert "arc length" in hint_for(checks.check_cap_distance, w["arc length instead of the L2 distance"])
+    assert "1 − mu" in hint_for(checks.check_cap_distance, w["the lower tail (a cap of measure 1 − mu)"])
+    assert "d + 1 dimensions" in hint_for(checks.check_cap_distance, w["Beta(d/2, d/2)"])
+    assert "Gaussian approximation" in hint_for(checks.check_cap_distance, w["the Gaussian approximation of the cap"])
+    assert "own sphere" in hint_for(checks.check_cap_distance, w["unit spheres only"])
+    assert "negative" in hint_for(checks.check_cap_distance, w["negative distances inside the cap"])
+    assert "opposite the cap" in hint_for(checks.check_cap_distance, w["nearest point built with 0/0 at x = -r·u"])
 
 
 def test_checks_leave_the_global_random_state_alone():

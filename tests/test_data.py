@@ -159,3 +159,35 @@ def test_fingerprint_changes_with_content():
     y2 = y.clone()
     y2[0] = (y2[0] + 1) % 10
     assert f != data.fingerprint(x, y2)
+
+
+def test_stratified_halves_are_disjoint_balanced_and_cover_everything():
+    from advlab.data.splits import stratified_halves
+
+    y = torch.tensor([3, 1, 3, 3, 1, 0, 0, 3, 1, 0, 0])  # class sizes 4, 3, 4 (odd: the extra goes to the first)
+    first, second = stratified_halves(y)
+    assert set(first.tolist()).isdisjoint(second.tolist())
+    assert sorted(first.tolist() + second.tolist()) == list(range(len(y)))
+    assert torch.bincount(y[first], minlength=4).tolist() == [2, 2, 0, 2]
+    assert torch.bincount(y[second], minlength=4).tolist() == [2, 1, 0, 2]
+    assert first.tolist() == [0, 1, 3, 5, 8, 9] and second.tolist() == [2, 4, 6, 7, 10]  # alternating per class
+
+
+def test_zoo_halves_train_on_disjoint_halves(monkeypatch):
+    """mnist-cnn-half-a and -b see disjoint, class-balanced halves of the same training set."""
+    from advlab import zoo
+
+    seen = {}
+
+    def record(model, x, y, **kwargs):
+        seen[name] = ({row.numpy().tobytes() for row in x.flatten(1)}, y)
+
+    monkeypatch.setattr(zoo.train, "fit", record)
+    monkeypatch.setattr(zoo, "evaluate_entry", lambda *a, **k: {})
+    for name in ("mnist-cnn-half-a", "mnist-cnn-half-b"):
+        zoo.train_entry(zoo.build(name, "fast"), name, "fast", progress=False)
+    (sums_a, y_a), (sums_b, y_b) = seen["mnist-cnn-half-a"], seen["mnist-cnn-half-b"]
+    _, y_all, _ = data.load("mnist", "train", profile="fast")
+    assert len(y_a) + len(y_b) == len(y_all) and len(y_a) == len(y_b)
+    assert torch.equal(torch.bincount(y_a), torch.bincount(y_b))
+    assert len(sums_a) == len(y_a) and not sums_a & sums_b  # no image in both

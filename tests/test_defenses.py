@@ -12,7 +12,9 @@ from advlab import config, data, models, train, zoo
 from advlab.attacks import pgd
 from advlab.config import AdvlabError
 from advlab.defenses import adversarial as adv
+from advlab.defenses import experiments
 from advlab.defenses.masking import BPDA, InputQuantization, masking_report
+from advlab.defenses.purification import ManifoldProjection
 from advlab.eval import sanity_checks
 
 EPS = 0.2  # training radius (L∞)
@@ -78,6 +80,21 @@ def test_pgd_perturb_warmup_and_ball(mnist_cnn, mnist_test):
     assert epsilons == pytest.approx([0.1, 0.2, 0.3, 0.3])
     with pytest.raises(AdvlabError):
         adv.PGDPerturb(-0.1)
+
+
+def test_free_perturb_steps_delta_with_the_reused_gradient_and_keeps_it(mnist_test):
+    x = mnist_test[0][:8]
+    hook = adv.FreePerturb(0.3, step_size=0.1, warmup_steps=2)
+    assert torch.equal(hook(None, x, None), x)  # δ starts at 0
+    grad = torch.randn_like(x)
+    hook.reuse_gradient(grad)  # first call: ε and the step ramped to half
+    delta = (x + (0.05 * grad.sign()).clamp(-0.15, 0.15)).clamp(0, 1) - x
+    assert torch.allclose(hook(None, x, None) - x, delta)  # δ persists, projected into the box
+    hook.reuse_gradient(grad)
+    x_next = mnist_test[0][8:12]  # δ carries over to the next (smaller) batch, inside its own box
+    d = hook(None, x_next, None) - x_next
+    assert d.abs().max() <= 0.3 + 1e-6 and (x_next + d).min() >= 0 and (x_next + d).max() <= 1
+    assert torch.allclose(d, (x_next + (delta + 0.1 * grad.sign()).clamp(-0.3, 0.3)[:4]).clamp(0, 1) - x_next)
 
 
 def test_fgsm_perturb_stays_in_ball(mnist_cnn, mnist_test):
@@ -210,9 +227,9 @@ def test_data_size_experiment_gives_every_size_the_same_number_of_updates(monkey
         seen.append((kwargs.get("trainer", "fit"), len(x), kwargs["epochs"], kwargs["batch_size"]))
         return {}
 
-    monkeypatch.setattr(adv.train, "fit", lambda model, x, y, **kw: record(model, x, y, **kw))
-    monkeypatch.setattr(adv, "pgd_at", lambda model, x, y, **kw: record(model, x, y, trainer="pgd", **kw))
-    out = adv.data_size_experiment(sizes=(500, 1000, 4000), n_train_eval=20, progress=False)
+    monkeypatch.setattr(experiments.train, "fit", lambda model, x, y, **kw: record(model, x, y, **kw))
+    monkeypatch.setattr(experiments, "pgd_at", lambda model, x, y, **kw: record(model, x, y, trainer="pgd", **kw))
+    out = experiments.data_size_experiment(sizes=(500, 1000, 4000), n_train_eval=20, progress=False)
     assert out["sizes"] == [500, 1000, 4000] and set(out) >= {"standard", "pgd-at"}
     for method in ("fit", "pgd"):
         runs = [(n, e, b) for m, n, e, b in seen if m == method]
@@ -223,4 +240,53 @@ def test_data_size_experiment_gives_every_size_the_same_number_of_updates(monkey
         assert all(len(v) == 3 for v in rows.values())
         assert all(0 <= r <= c <= 1 for r, c in zip(rows["robust_test"], rows["clean_test"], strict=True))
     with pytest.raises(AdvlabError, match="sizes"):
-        adv.data_size_experiment(sizes=(0,), progress=False)
+        experiments.data_size_experiment(sizes=(0,), progress=False)
+
+
+# ------------------------------------------------------------------ Defense-GAN-style purification (purification.py)
+@pytest.fixture(scope="module")
+def mnist_vae():
+    return zoo.load("mnist-vae", progress=False).to(config.device()).eval()
+
+
+def test_projection_recovers_points_of_the_manifold_and_is_deterministic(mnist_cnn, mnist_vae):
+    """An image the generator can draw is its own projection (up to the descent's tolerance); noise is not."""
+    z = torch.randn(20, mnist_vae.latent, generator=torch.Generator().manual_seed(1)).to(config.device())
+    with torch.no_grad():
+        on = mnist_vae.decode(z)
+    defense = ManifoldProjection(mnist_cnn, mnist_vae.decode, mnist_vae.latent, steps=200, restarts=4)
+    _, err_on = defense.codes(on)
+    noise = torch.rand(on.shape, generator=torch.Generator().manual_seed(2)).to(on.device)
+    _, err_noise = defense.codes(noise)
+    assert err_on.sqrt().median() < 0.1 * err_noise.sqrt().median()
+    assert torch.equal(defense.preprocess(on), defense.preprocess(on))  # the same starting codes at every call
+    before = [p.grad for p in mnist_vae.parameters()]
+    assert all(g is None for g in before)  # the descent never touches the generator's gradients
+
+
+def test_projection_masks_gradients_and_bpda_sees_through_it(mnist_cnn, mnist_vae, mnist_test):
+    x = mnist_test[0][:8].clone().requires_grad_(True)
+    y = mnist_test[1][:8]
+    defense = ManifoldProjection(mnist_cnn, mnist_vae.decode, mnist_vae.latent, steps=20).eval()
+    (g_def,) = torch.autograd.grad(F.cross_entropy(defense(x), y), x)
+    (g_bpda,) = torch.autograd.grad(F.cross_entropy(BPDA(defense)(x), y), x)
+    assert torch.count_nonzero(g_def) == 0  # what a plain attacker sees
+    assert torch.count_nonzero(g_bpda) > 0
+    assert torch.equal(defense(x).argmax(1), BPDA(defense)(x).argmax(1))  # the same forward pass
+
+
+def test_bpda_breaks_manifold_projection(mnist_cnn, mnist_vae, mnist_test):
+    x, y = mnist_test[0][:40], mnist_test[1][:40]
+    defense = ManifoldProjection(mnist_cnn, mnist_vae.decode, mnist_vae.latent, steps=30, restarts=2)
+    out = masking_report(mnist_cnn, x, y, eps=0.3, steps=10, sanity=False, queries=100, defended=defense)
+    assert out["pgd"] > out["clean"] - 0.15  # plain PGD cannot move: only its random start changes answers
+    assert out["bpda"] < out["pgd"] - 0.3  # BPDA through the projection breaks it
+
+
+def test_masking_report_refuses_a_defense_around_another_model(mnist_cnn, mnist_vae, mnist_test):
+    other = copy.deepcopy(mnist_cnn)
+    defense = ManifoldProjection(other, mnist_vae.decode, mnist_vae.latent)
+    with pytest.raises(AdvlabError, match="defended.model"):
+        masking_report(mnist_cnn, mnist_test[0][:4], mnist_test[1][:4], defended=defense, sanity=False)
+    with pytest.raises(AdvlabError, match="restarts"):
+        ManifoldProjection(mnist_cnn, mnist_vae.decode, mnist_vae.latent, restarts=0)

@@ -1,5 +1,6 @@
 """Set-up files agree with each other, and the code stays ruff-clean."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -56,10 +57,29 @@ def test_readme_gives_the_two_commands_and_pip_equivalents():
     assert course.REPOSITORY in readme, "README badges must point at advlab.course.REPOSITORY"
 
 
-def test_ci_runs_the_readme_test_command():
-    ci = (ROOT / ".ci" / "run").read_text()
-    assert "torch==2.14.1" in ci and "torchvision==0.29.1" in ci
-    assert "make test" in ci and "-eq 5" in ci
+@pytest.mark.parametrize(("make_rc", "ci_rc"), [(0, 0), (1, 1), (5, 1)])
+def test_ci_runs_the_readme_test_command_and_fails_when_nothing_is_collected(tmp_path, make_rc, ci_rc):
+    # .ci/run on stand-ins for pip, make and the browser: it must install the torch the README names, run the
+    # README's test command with the browser tests required, and fail when make test fails or pytest collected
+    # nothing (exit 5, which pytest does not count as a failure).
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls"
+    bin_dir.mkdir()
+    stubs = {"python3": 'echo "python3 $*" >> "$CALLS"',
+             "make": 'echo "make $* browser=$ADVLAB_REQUIRE_BROWSER" >> "$CALLS"; exit "$MAKE_RC"',
+             "chromium": "exit 0"}
+    for name, body in stubs.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "CALLS": str(log),
+           "MAKE_RC": str(make_rc)}
+    out = subprocess.run(["bash", str(ROOT / ".ci" / "run")], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == ci_rc, out.stdout + out.stderr
+    readme = (ROOT / "README.md").read_text()
+    pins = re.search(r"\.ci/run` runs after installing `([^`]+)`", readme)
+    assert pins, "README.md must say which torch .ci/run installs"
+    calls = log.read_text().splitlines()
+    assert calls[0] == f"python3 -m pip install {pins.group(1)}"
+    assert calls[-1] == "make test browser=1"
 
 
 @pytest.mark.skipif(

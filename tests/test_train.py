@@ -48,6 +48,34 @@ def test_perturb_hook_sees_eval_mode_and_changes_batches(small_mnist):
     assert trained_on == [(True, 0.0), (True, 0.0)]  # the step used the perturbed batch, in train mode
 
 
+def test_replays_step_on_each_batch_again_and_hand_the_input_gradient_to_the_hook():
+    # Free adversarial training's contract: every replay is one optimiser step; a hook with reuse_gradient gets the
+    # loss's gradient with respect to the batch it returned. With lr = 0 the weights stay, so that gradient can be
+    # recomputed here.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    x, y = torch.rand(40, 1, 2, 2), torch.randint(0, 3, (40,))
+    seen = []
+
+    class Hook:
+        def __call__(self, model, xb, yb):
+            seen.append([xb + 0.1, yb])
+            return seen[-1][0]
+
+        def reuse_gradient(self, grad):
+            seen[-1].append(grad.clone())
+
+    hist = train.fit(model, x, y, epochs=5, batch_size=20, replays=3, lr=0.0, optimizer="sgd", weight_decay=0.0,
+                     schedule="constant", perturb=Hook(), progress=False)
+    assert len(hist.loss) == 2 and len(seen) == 2 * 2 * 3  # ceil(5 / 3) passes of 2 batches, 3 replays each
+    for xb, yb, grad in seen:
+        xb = xb.detach().requires_grad_(True)
+        (want,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(xb), yb), xb)
+        assert torch.allclose(grad, want)
+    with pytest.raises(AdvlabError, match="replays"):
+        train.fit(model, x, y, replays=0, progress=False)
+
+
 def test_loss_fn_and_callback_stop(small_mnist):
     x, y, *_ = small_mnist
     calls = []

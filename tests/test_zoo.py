@@ -1,12 +1,14 @@
 """The model zoo: shipped checkpoints, cache keys, atomic writes and corruption handling."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import advlab
-from advlab import data, train, zoo
+from advlab import config, data, train, zoo
 
 
 @pytest.fixture
@@ -81,8 +83,9 @@ def test_key_covers_what_changes_the_weights(tiny_entry, monkeypatch):
         zoo.RECIPES[tiny_entry]["fit"], "fast", {"epochs": 2, "batch_size": 256, "lr": 0.01, "optimizer": "adam"}
     )
     assert zoo.cache_key(tiny_entry, "fast")[0] != key
-    monkeypatch.setattr(advlab, "__version__", "9.9.9")
-    assert zoo.cache_key(tiny_entry, "full")[0] != zoo.cache_key(tiny_entry, "fast")[0]
+    before = zoo.cache_key(tiny_entry, "fast")[0]
+    monkeypatch.setattr(config, "VERSION", "9.9.9")  # advlab.__version__
+    assert zoo.cache_key(tiny_entry, "fast")[0] != before
 
 
 @pytest.mark.parametrize("damage", ["truncate", "wrong_shape", "garbage_json"])
@@ -147,83 +150,44 @@ def test_recipes_may_choose_the_architecture_per_profile():
     assert models.num_parameters(zoo.build("mnist-cnn-pgd", "full")) > 3_000_000
 
 
-# --- cached experiment results (zoo.RESULTS) ------------------------------------------------------------------
+# --- registration from above -------------------------------------------------------------------------------------
 
 
-def test_every_shipped_result_matches_its_entry():
-    for path in sorted(zoo.RESULTS_SHIPPED.glob("*.json")):
+def test_the_zoo_knows_the_registered_entries_after_only_importing_it():
+    # A fresh interpreter: importing the zoo imports no upper layer; its first use registers them all, so that
+    # zoo.load("mnist-cnn-pgd") finds the shipped checkpoint (a wrong key would mean training: zoo.save refuses).
+    code = """
+import sys
+from advlab import zoo
+upper = ("advlab.defenses", "advlab.eval", "advlab.vae", "advlab.results", "advlab.features", "advlab.manifold")
+assert not [m for m in upper if m in sys.modules], sorted(m for m in sys.modules if m.startswith(upper))
+def refuse(*args, **kwargs):
+    raise SystemExit("zoo.load trained instead of loading the shipped checkpoint")
+zoo.save = refuse
+model = zoo.load("mnist-cnn-pgd", profile="fast", progress=False)
+assert "mnist-vae" in zoo.names() and "mnist-lipschitz" in zoo.names()
+assert zoo.result_info("data-size-mnist", "fast", compute=False) is not None
+print(type(model).__name__)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "Sequential"
+
+
+def test_every_shipped_cached_result_is_found_through_the_zoo():
+    from advlab import results
+
+    shipped = sorted(results.RESULTS_SHIPPED.glob("*.json"))
+    assert shipped, "no cached results shipped"
+    for path in shipped:
         record = json.loads(path.read_text())
-        key, _ = zoo.result_key(record["name"], record["profile"])
-        assert record["key"] == key, (
-            f"{path.name} is stale (its entry, a zoo model it uses or a source file it depends on changed): "
-            f"recompute it with python -m advlab.zoo result {record['name']} --ship"
-        )
+        found = zoo.result_info(record["name"], record["profile"], compute=False)
+        assert found is not None and found["key"] == record["key"], f"{path.name} is not found by its key"
 
 
-@pytest.fixture
-def tiny_result(monkeypatch):
-    """A RESULTS entry backed by a counting function that returns a dataclass holding a tuple."""
-    import dataclasses
-
-    from advlab import toy
-
-    @dataclasses.dataclass
-    class Out:
-        value: tuple
-        n: int
-
-    calls = []
-
-    def experiment(n, progress=True):
-        calls.append(n)
-        return Out((n, n + 1), n)
-
-    monkeypatch.setattr(toy, "_tiny_experiment", experiment, raising=False)
-    monkeypatch.setitem(
-        zoo.RESULTS,
-        "tiny-result",
-        {"description": "test entry", "fn": "advlab.toy:_tiny_experiment", "zoo": ["mnist-logistic"],
-         "kwargs": {"fast": {"n": 3}, "full": {"n": 4}}, "version": 1},
-    )
-    return calls
-
-
-def test_result_is_computed_once_then_cached(tiny_result):
-    out = zoo.result("tiny-result", profile="fast", progress=False)
-    assert out == {"value": [3, 4], "n": 3} and tiny_result == [3]  # a dataclass, JSON round trip: tuple -> list
-    assert zoo.result("tiny-result", profile="fast", progress=False) == out and tiny_result == [3]
-    folder = advlab.cache_dir() / "results"
-    key, record = zoo.result_key("tiny-result", "fast")
-    assert (folder / f"tiny-result-fast-{key}.json").exists() and not list(folder.glob("*.tmp"))
-    assert record["zoo_keys"]["mnist-logistic"] == zoo.cache_key("mnist-logistic", "fast")[0]
-    assert record["version"] == 1 and "sources" not in record  # keyed on the entry, not on source text
-
-
-def test_result_key_covers_version_models_and_kwargs(tiny_result, monkeypatch):
-    key, _ = zoo.result_key("tiny-result", "fast")
-    monkeypatch.setitem(zoo.RESULTS["tiny-result"]["kwargs"], "fast", {"n": 5})
-    assert zoo.result_key("tiny-result", "fast")[0] != key
-    assert zoo.result_info("tiny-result", "fast", compute=False) is None and tiny_result == []
-    monkeypatch.setitem(zoo.RESULTS["tiny-result"]["kwargs"], "fast", {"n": 3})
-    assert zoo.result_key("tiny-result", "fast")[0] == key
-    monkeypatch.setitem(zoo.RESULTS["tiny-result"], "version", 2)  # the computation changed: a new key
-    assert zoo.result_key("tiny-result", "fast")[0] != key
-    monkeypatch.setitem(zoo.RESULTS["tiny-result"], "version", 1)
-    assert zoo.result_key("tiny-result", "fast")[0] == key
-    monkeypatch.setitem(zoo.RECIPES["mnist-logistic"]["fit"], "fast", {"epochs": 1})
-    assert zoo.result_key("tiny-result", "fast")[0] != key
-    with pytest.raises(advlab.AdvlabError, match="tiny-result"):
-        zoo.result("no-such-result")
-
-
-def test_a_corrupt_result_is_recomputed(tiny_result):
-    zoo.result("tiny-result", profile="fast", progress=False)
-    before = len(tiny_result)  # 0 or 1: an earlier test may have cached it already
-    key, _ = zoo.result_key("tiny-result", "fast")
-    (advlab.cache_dir() / "results" / f"tiny-result-fast-{key}.json").write_text("{not json")
-    with pytest.warns(UserWarning, match="recomputed"):
-        assert zoo.result("tiny-result", profile="fast", progress=False)["n"] == 3
-    assert len(tiny_result) == before + 1
+def test_an_unregistered_name_is_a_clear_error():
+    with pytest.raises(advlab.AdvlabError, match="registered"):
+        zoo.function("advlab.nowhere:trainer")
 
 
 # --- recorded evaluation and the build check ---------------------------------------------------------------------
@@ -232,7 +196,7 @@ def test_a_corrupt_result_is_recomputed(tiny_result):
 @pytest.fixture
 def tiny_evaluated(tiny_entry, monkeypatch):
     """tiny_entry with the AutoAttack-grade record every classifier entry carries (L∞, a small radius)."""
-    monkeypatch.setitem(zoo.RECIPES[tiny_entry], "eval", zoo._aa_eval(0.05, "inf"))
+    monkeypatch.setitem(zoo.RECIPES[tiny_entry], "eval", zoo.autoattack_eval(0.05, "inf"))
     return tiny_entry
 
 

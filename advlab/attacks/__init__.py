@@ -8,6 +8,9 @@ Inputs are (N, C, H, W) images in [0, 1]; ``eps`` is in pixel units of the chose
     adv = attacks.apgd(model, x, y, eps=0.3)             # Auto-PGD (Croce & Hein); n_target_classes=9: APGD-T
     adv = attacks.square(model, x, y, eps=0.3)           # Square Attack: logits only, no gradients
     x_adv, success, norms = attacks.fgsm(model, x, y, eps=0.1)
+
+Every attack runs on the model's device and returns its tensors on the device of ``x``: a CPU batch from
+``data.load`` can attack a model on ``cuda`` (see :func:`advlab.attacks.tensors.on_model_device`).
 """
 
 from advlab.attacks.apgd import apgd

@@ -36,7 +36,15 @@ from advlab.attacks.core import (
 )
 from advlab.attacks.engine import better
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, parse_norm
+from advlab.attacks.tensors import (
+    as_eps,
+    check_inputs,
+    check_logits,
+    eval_mode,
+    logits_of,
+    on_model_device,
+    parse_norm,
+)
 from advlab.config import AdvlabError
 
 RHO = 0.75  # a step size survives a checkpoint if the objective rose in more than ρ of the steps since the last one
@@ -164,6 +172,7 @@ def _run(
     return out, out_loss, out_succ
 
 
+@on_model_device
 def apgd(
     model: nn.Module,
     x: Tensor,

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from advlab.attacks.core import margin_loss
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of, on_model_device
 from advlab.config import AdvlabError
 
 __all__ = ["cw_l2", "cw_margin"]
@@ -71,6 +71,7 @@ def _check_params(confidence: float, c_init: float, binary_search_steps: int, st
         raise AdvlabError(f"lr must be a positive number, got {lr!r}; try 0.01 to 0.3.")
 
 
+@on_model_device
 def cw_l2(
     model: nn.Module,
     x: Tensor,

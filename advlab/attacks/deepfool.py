@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of, parse_norm
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of, on_model_device, parse_norm
 from advlab.config import AdvlabError
 
 __all__ = ["DeepFoolTrace", "deepfool", "deepfool_trace"]
@@ -126,6 +126,7 @@ def _validate(
     return x, y, p
 
 
+@on_model_device
 def deepfool_trace(
     model: nn.Module,
     x: Tensor,
@@ -145,6 +146,7 @@ def deepfool_trace(
         return _run(model, x, y, p, overshoot, max_iter, candidates)
 
 
+@on_model_device
 def deepfool(
     model: nn.Module,
     x: Tensor,

@@ -9,9 +9,18 @@ from torch import Tensor, nn
 
 from advlab.attacks.core import check_loss, greedy_l1_step, loss_and_grad, per_sample, project
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, parse_norm
+from advlab.attacks.tensors import (
+    as_eps,
+    check_inputs,
+    check_logits,
+    eval_mode,
+    logits_of,
+    on_model_device,
+    parse_norm,
+)
 
 
+@on_model_device
 def fgsm(
     model: nn.Module,
     x: Tensor,

@@ -30,7 +30,7 @@ from scipy.optimize import Bounds, minimize
 from torch import Tensor, nn
 
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, float64_device, logits_of, on_model_device
 from advlab.config import AdvlabError
 
 __all__ = ["lbfgs", "szegedy_loss"]
@@ -62,19 +62,20 @@ def _solve(model: nn.Module, x: Tensor, labels: Tensor, targeted: bool, c: Tenso
     shape, device, dtype = x.shape, x.device, x.dtype
 
     def objective(z: np.ndarray) -> tuple[float, np.ndarray]:
-        xt = torch.from_numpy(z).to(device=device, dtype=dtype).view(shape).requires_grad_(True)
+        xt = torch.from_numpy(z).to(dtype).to(device).view(shape).requires_grad_(True)  # cast on the CPU (mps)
         per_sample = c * (xt - x).flatten(1).pow(2).sum(1) + szegedy_loss(model(xt), labels, targeted)
         total = per_sample.sum()
         (grad,) = torch.autograd.grad(total, xt)
-        return float(total.detach()), grad.detach().to("cpu", torch.float64).numpy().ravel()
+        return float(total.detach()), grad.detach().cpu().double().numpy().ravel()
 
-    z0 = x.detach().to("cpu", torch.float64).numpy().ravel()
+    z0 = x.detach().cpu().double().numpy().ravel()
     res = minimize(
         objective, z0, jac=True, method="L-BFGS-B", bounds=Bounds(0.0, 1.0), options={"maxiter": int(max_iter)}
     )
-    return torch.from_numpy(res.x).to(device=device, dtype=dtype).view(shape).clamp(0, 1)
+    return torch.from_numpy(res.x).to(dtype).to(device).view(shape).clamp(0, 1)
 
 
+@on_model_device
 def lbfgs(
     model: nn.Module,
     x: Tensor,
@@ -109,19 +110,21 @@ def lbfgs(
     view = (-1,) + (1,) * (x.ndim - 1)
     with eval_mode(model):
         check_logits(logits_of(model, x[:1]), labels)
-        log_lo = torch.full((len(x),), math.log(c_lo), dtype=torch.float64, device=x.device)
+        # the search over c in float64, on the CPU where the device has none (mps)
+        log_lo = torch.full((len(x),), math.log(c_lo), dtype=torch.float64, device=float64_device(x.device))
         log_hi = torch.full_like(log_lo, math.log(c_hi))
         best_l2 = torch.full((len(x),), math.inf, dtype=x.dtype, device=x.device)
         best_adv = x.clone()
         for _ in range(int(search_steps)):
             log_c = (log_lo + log_hi) / 2
-            x_opt = _solve(model, x, labels, targeted, log_c.exp().to(x.dtype), max_iter)
+            x_opt = _solve(model, x, labels, targeted, log_c.exp().to(x.device, x.dtype), max_iter)
             pred = logits_of(model, x_opt).argmax(1)
             ok = pred == labels if targeted else pred != labels
             l2 = (x_opt - x).flatten(1).norm(dim=1)
             better = ok & (l2 < best_l2)
             best_l2 = torch.where(better, l2, best_l2)
             best_adv = torch.where(better.view(view), x_opt, best_adv)
+            ok = ok.to(log_c.device)
             log_lo = torch.where(ok, log_c, log_lo)  # success: a larger c may still succeed, closer to x
             log_hi = torch.where(ok, log_hi, log_c)  # failure: c too large, the distance term won
         return finish(model, x, best_adv, labels, 2.0, targeted)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of, on_model_device
 from advlab.config import AdvlabError
 
 __all__ = ["changed_pixels", "one_pixel"]
@@ -78,6 +78,7 @@ def _check_params(pixels: int, population: int, generations: int, f: float, cros
         raise AdvlabError(f"Need 0 < F <= 2 and 0 < crossover <= 1, got F={f!r}, crossover={crossover!r}.")
 
 
+@on_model_device
 def one_pixel(
     model: nn.Module,
     x: Tensor,

@@ -11,7 +11,15 @@ from advlab.attacks.core import Objective, attack_loss, check_loss, is_success, 
 from advlab.attacks.core import random_start as _random_start
 from advlab.attacks.engine import ascend, better, default_step_size
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, parse_norm
+from advlab.attacks.tensors import (
+    as_eps,
+    check_inputs,
+    check_logits,
+    eval_mode,
+    logits_of,
+    on_model_device,
+    parse_norm,
+)
 from advlab.config import AdvlabError
 
 
@@ -53,6 +61,7 @@ def _run(
     return out.z, out.value, out.success
 
 
+@on_model_device
 def pgd(
     model: nn.Module,
     x: Tensor,
@@ -144,6 +153,7 @@ def pgd(
         return finish(model, x, best_x, y, p, targeted)
 
 
+@on_model_device
 def bim(
     model: nn.Module,
     x: Tensor,

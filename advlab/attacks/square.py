@@ -22,7 +22,15 @@ from torch import Tensor, nn
 
 from advlab.attacks.core import margin_loss, per_sample
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, logits_of, parse_norm
+from advlab.attacks.tensors import (
+    as_eps,
+    check_inputs,
+    check_logits,
+    eval_mode,
+    logits_of,
+    on_model_device,
+    parse_norm,
+)
 from advlab.config import AdvlabError
 
 P_INIT = {math.inf: 0.8, 2.0: 0.8}  # AutoAttack's fraction of pixels in the first window
@@ -76,6 +84,7 @@ def _margin(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         return -margin_loss(model(x), y)
 
 
+@on_model_device
 def square(
     model: nn.Module,
     x: Tensor,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of, on_model_device
 from advlab.config import AdvlabError
 
 
@@ -44,6 +44,7 @@ def by_label(y: Tensor, label: int) -> Tensor:
     return torch.full_like(y.long(), int(label))
 
 
+@on_model_device
 def least_likely(model: nn.Module, x: Tensor) -> Tensor:
     """(N,) the class with the lowest logit on the clean input (Kurakin et al.'s "least-likely class")."""
     x, _ = check_inputs(x)

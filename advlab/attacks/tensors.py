@@ -1,5 +1,10 @@
 """The checks and tensor helpers that every layer above the attacks uses: input validation, per-sample ε, norm names,
-eval mode and batched logits.
+eval mode, batched logits and devices.
+
+Devices: every public entry point that takes a model and tensors is decorated with :func:`on_model_device`. It runs
+the call on the model's device (:func:`model_device`) and hands the tensors of the result back on the caller's
+device, the device of ``x``: a CPU batch from ``data.load`` attacks a model on ``cuda`` and comes back on the CPU.
+Parts that need float64 compute on :func:`float64_device` (the CPU where the device has none, Apple's ``mps``).
 
 Shapes: ``x`` is (N, *) in [0, 1] pixel space, ``y`` (N,) integer labels, ``eps`` a scalar or (N,) radius in pixel
 units of the norm, ``p`` one of ``math.inf``, ``2.0``, ``1.0``.
@@ -8,9 +13,14 @@ units of the norm, ``p`` one of ``math.inf``, ``2.0``, ``1.0``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
+import inspect
+import itertools
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +28,6 @@ from torch import Tensor, nn
 from advlab.config import AdvlabError
 
 NORMS = {"inf": math.inf, "linf": math.inf, "2": 2.0, "l2": 2.0, "1": 1.0, "l1": 1.0}
-
 
 
 def parse_norm(norm: str | float | int) -> float:
@@ -110,6 +119,173 @@ def check_logits(logits: Tensor, y: Tensor | None = None) -> None:
         )
 
 
+# ---------------------------------------------------------------------------------------------------------- devices
+CPU = torch.device("cpu")
+
+
+def model_device(model: object, default: torch.device | None = CPU) -> torch.device | None:
+    """The device of a model's first parameter or buffer: where it computes. ``default`` (the CPU) for a module
+    with neither (e.g. a true hypothesis) and for anything that is not an ``nn.Module``."""
+    if isinstance(model, nn.Module):
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            return t.device
+    return default
+
+
+def _has_float64(device: torch.device) -> bool:
+    return device.type != "mps"  # Apple's Metal backend has no float64
+
+
+def float64_device(device: torch.device | str) -> torch.device:
+    """Where to compute in float64 for data on ``device``: ``device`` itself, or the CPU where it has no float64
+    (``mps``). Move the float64 result back with ``.to(device, dtype)``."""
+    device = torch.device(device)
+    return device if _has_float64(device) else CPU
+
+
+def to_device(t: Tensor, device: torch.device) -> Tensor:
+    """``t.to(device)``, with an :class:`AdvlabError` that says what to do when the move is impossible."""
+    try:
+        return t.to(device)
+    except (RuntimeError, TypeError, NotImplementedError) as err:
+        what = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        hint = (f"{device.type} has no float64: use float32 inputs (x.float())" if t.dtype == torch.float64
+                and not _has_float64(device) else "put the model and the inputs on one device yourself, e.g. "
+                "model.to(x.device)")
+        raise AdvlabError(f"advlab runs a call on the model's device and moves its inputs there, but moving a "
+                          f"{t.dtype} tensor from {t.device} to {device} failed ({what}); {hint}.") from err
+
+
+def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """``obj`` with ``fn`` applied to every tensor in it: in tuples (named ones too), lists, dicts and dataclass
+    instances, recursively. Containers without a changed tensor are returned as they are (the same object)."""
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if isinstance(obj, (tuple, list)):
+        items = [_map_tensors(v, fn) for v in obj]
+        if all(a is b for a, b in zip(items, obj, strict=True)):
+            return obj
+        if isinstance(obj, list):
+            return items
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+    if isinstance(obj, dict):
+        mapped = {k: _map_tensors(v, fn) for k, v in obj.items()}
+        return obj if all(mapped[k] is v for k, v in obj.items()) else mapped
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changed = {}
+        for f in dataclasses.fields(obj):
+            if f.init:
+                v = getattr(obj, f.name)
+                w = _map_tensors(v, fn)
+                if w is not v:
+                    changed[f.name] = w
+        return dataclasses.replace(obj, **changed) if changed else obj
+    return obj
+
+
+def _first_device(obj: Any) -> torch.device | None:
+    """The device of the first tensor in ``obj`` (searched like :func:`_map_tensors`), or None."""
+    found: list[torch.device] = []
+
+    def look(t: Tensor) -> Tensor:
+        if not found:
+            found.append(t.device)
+        return t
+
+    _map_tensors(obj, look)
+    return found[0] if found else None
+
+
+def _elsewhere(obj: Any, device: torch.device) -> bool:
+    """True when some tensor in ``obj`` (searched like :func:`_map_tensors`) is not on ``device``."""
+    if isinstance(obj, Tensor):
+        return obj.device != device
+    if isinstance(obj, (tuple, list)):
+        return any(_elsewhere(v, device) for v in obj)
+    if isinstance(obj, dict):
+        return any(_elsewhere(v, device) for v in obj.values())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return any(_elsewhere(getattr(obj, f.name), device) for f in dataclasses.fields(obj) if f.init)
+    return False
+
+
+def _usable_device(fn_name: str, name: str, model: object) -> torch.device | None:
+    """:func:`model_device` of one model (None without parameters); AdvlabError for weights on the meta device."""
+    dev = model_device(model, None)
+    if dev is not None and dev.type == "meta":
+        raise AdvlabError(f"{fn_name}: the {name}'s parameters are on the meta device, so they hold no values; "
+                          "load its weights first (e.g. model.to_empty(device='cpu'), then load_state_dict).")
+    return dev
+
+
+def _shared_device(fn_name: str, models: Sequence[tuple[str, object]]) -> torch.device | None:
+    """The one device of the named models (None when none has parameters); AdvlabError when they disagree."""
+    seen: list[tuple[str, torch.device]] = []
+    for name, m in models:
+        dev = _usable_device(fn_name, name, m)
+        if dev is None:
+            continue
+        if seen and dev != seen[0][1]:
+            first, where = seen[0]
+            raise AdvlabError(f"{fn_name}: the {first} is on {where} and the {name} on {dev}; put them on one device: "
+                              f"{name}.to({str(where)!r}).")
+        seen.append((name, dev))
+    return seen[0][1] if seen else None
+
+
+_Fn = TypeVar("_Fn", bound=Callable[..., Any])
+
+
+def on_model_device(fn: _Fn | None = None, *, model: str | Sequence[str] = "model", x: str = "x") -> Any:
+    """Decorator for a public function that takes a model and tensors: run it on the model's device and return its
+    tensors on the caller's.
+
+    The model is the argument named ``model`` (several names: models that must share one device, else
+    :class:`AdvlabError`); its device is :func:`model_device`. A model without parameters or buffers runs where
+    its inputs are (nothing moves). Every tensor argument, also inside tuples, lists, dicts and dataclasses, is
+    moved to that device; every tensor of the result that is on it (in the same containers, e.g. an
+    :class:`~advlab.attacks.result.AttackResult`) is moved back to the caller's device: the device of the
+    argument named ``x`` (or of the first tensor argument). Tensors that the function put elsewhere on purpose
+    (a float64 part on the CPU) stay there. Generators are not touched: draws from a CPU generator are made on the
+    CPU and then moved (see :func:`advlab.attacks.core.random_start`). When all tensors are already on the model's
+    device the call goes straight through, so nested decorated calls cost nothing.
+    """
+    if fn is None:
+        return functools.partial(on_model_device, model=model, x=x)
+    names = (model,) if isinstance(model, str) else tuple(model)
+    sig = inspect.signature(fn)
+    positional = [n for n, p in sig.parameters.items()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    for name in (*names, x):
+        if name not in sig.parameters:
+            raise TypeError(f"on_model_device: {fn.__qualname__} has no argument {name!r}")
+
+    index = {n: positional.index(n) if n in positional else math.inf for n in (*names, x)}
+
+    def arg(args: tuple, kwargs: dict, name: str) -> Any:
+        i = index[name]
+        return args[i] if i < len(args) else kwargs.get(name)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if len(names) == 1:  # the common case, without building a list
+            dev = _usable_device(fn.__name__, names[0], arg(args, kwargs, names[0]))
+        else:
+            dev = _shared_device(fn.__name__, [(n, arg(args, kwargs, n)) for n in names])
+        if dev is None or not (_elsewhere(args, dev) or _elsewhere(kwargs, dev)):
+            return fn(*args, **kwargs)
+        caller = _first_device(arg(args, kwargs, x))
+        caller = _first_device((args, kwargs)) if caller is None else caller
+        args, kwargs = _map_tensors((args, kwargs), lambda t: to_device(t, dev))
+        out = fn(*args, **kwargs)
+        if caller is None or caller == dev:
+            return out
+        return _map_tensors(out, lambda t: to_device(t, caller) if t.device == dev else t)
+
+    wrapper.on_model_device = names  # type: ignore[attr-defined]  # marks the entry point (see tests/test_devices.py)
+    return wrapper
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module, warn: bool = True) -> Iterator[nn.Module]:
     """Run ``model`` in eval mode (dropout off, batch-norm running statistics), restoring every submodule's mode
@@ -144,6 +320,7 @@ def eval_mode(model: nn.Module, warn: bool = True) -> Iterator[nn.Module]:
             m.training = mode
 
 
+@on_model_device
 @torch.no_grad()
 def logits_of(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
     """Logits (N, K) of ``model`` on ``x``, computed in batches without gradients (the model's mode is left as is:

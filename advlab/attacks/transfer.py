@@ -8,9 +8,10 @@ from typing import Any
 from torch import Tensor, nn
 
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of
+from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of, on_model_device
 
 
+@on_model_device(model="target")
 def transfer(
     attack: Callable[..., AttackResult],
     surrogate: nn.Module,

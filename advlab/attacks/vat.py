@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from advlab.attacks.core import per_sample
 from advlab.attacks.result import AttackResult, finish
-from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode
+from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, on_model_device
 from advlab.config import AdvlabError
 
 FD_MIN = 1e-3
@@ -26,6 +26,7 @@ def kl_divergence(logits_p: Tensor, logits_q: Tensor) -> Tensor:
     return (log_p.exp() * (log_p - F.log_softmax(logits_q, dim=1))).sum(1)
 
 
+@on_model_device
 def vat_direction(
     model: nn.Module,
     x: Tensor,
@@ -89,6 +90,7 @@ def _hessian_vector(model: nn.Module, x: Tensor, logits: Tensor, d: Tensor) -> T
     return hd
 
 
+@on_model_device
 def vat(
     model: nn.Module,
     x: Tensor,

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from advlab.config import preserved_random_state
+
 _RESHAPE_HINT = "eps is a (N,) tensor: reshape it with eps.view(-1, *[1] * (x.ndim - 1)) so that it broadcasts."
 
 # ------------------------------------------------------------------------------------------------------- registry
@@ -48,7 +50,8 @@ def _report(title: str, body: Callable[[Callable], str], fn: Callable, on_error:
               "       Hint: pass the function itself, without calling it: check_x(my_function).")
         return False
     try:
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        # torch.manual_seed also seeds CUDA: the caller's CPU and CUDA streams are restored afterwards (on Colab too)
+        with preserved_random_state(), torch.enable_grad():
             torch.manual_seed(0)
             summary = body(fn)
     except NotImplementedError:

@@ -1,81 +1,278 @@
 """Checks for the defense tasks of section ④ (solutions/04b_defenses).
 
-The adversarial-training batch, the BPDA straight-through estimator, the power iteration for a spectral norm, the
-Lipschitz certificate and randomized smoothing's CERTIFY bound.
+One epoch of PGD adversarial training (checked exactly on a linear model, then for real on MNIST), catastrophic
+overfitting read from a training log, the BPDA straight-through estimator, the power iteration for a spectral norm,
+the Lipschitz certificate and randomized smoothing's CERTIFY bound.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from advlab.checks._core import (
     Mismatch,
     _close,
+    _col,
     _gen,
     _images,
     _in_box,
     _in_linf_ball,
-    _linear,
+    _input_grad,
     _linf_corner,
-    _params_untouched,
     _shape,
     _tensor,
     _unchanged,
     register,
 )
+from advlab.checks._training import _check_update, _params, _Recorder, _same, _weight_step_inputs
 
 
-@register("pgd_at_batch", "PGD adversarial-training batch", "04b",
-          "craft with your pgd_linf (eps as a (N,) tensor), return (x_adv, y).")
-def check_pgd_at_batch(fn: Callable) -> str:
-    """``pgd_at_batch(model, xb, yb, eps, alpha, steps) -> (x_adv, yb)``: the inner max of eq. 8, eval mode."""
-    g = _gen(13)
-    model = _linear(8, 2, g, probe=True)
-    xb = _images(10, (1, 2, 4), g)
-    yb = torch.tensor([0, 1, 1, 0, 1, 0, 0, 1, 1, 0])
+# --------------------------------------------------------------------------------------- adversarial training
+def _two_class_model(g: torch.Generator) -> nn.Sequential:
+    lin = nn.Linear(8, 2).double()
     with torch.no_grad():
-        yb[:3] = 1 - model(xb[:3]).argmax(1)  # some labels disagree with the prediction
-    model.train()
-    probe = model[0]
-    probe.modes.clear()
-    x0, y0 = xb.clone(), yb.clone()
-    out = fn(model, xb, yb, 0.2, 0.1, 8)
-    if not isinstance(out, (tuple, list)) or len(out) != 2:
-        raise Mismatch(f"pgd_at_batch returned a {type(out).__name__}, not a pair.", "return (x_adv, y).")
-    x_adv, labels = out
-    if isinstance(x_adv, Tensor) and (x_adv.requires_grad or x_adv.grad_fn is not None):
-        raise Mismatch("x_adv is still attached to the attack's autograd graph.",
-                       "return x_adv.detach(): the training step must not backpropagate into the attack.")
-    x_adv, labels = _tensor(x_adv, "pgd_at_batch"), _tensor(labels, "pgd_at_batch")
-    _unchanged([x0, y0], [xb, yb], "xb or yb")
-    _shape(x_adv, xb.shape, "x_adv")
-    if not torch.equal(labels, yb):
-        raise Mismatch("the labels of the training batch changed.",
-                       "adversarial training keeps the true labels: return (x_adv, yb).")
-    _params_untouched(model)
-    if not probe.modes or any(probe.modes):
-        raise Mismatch("the model was in train mode while the attack ran.",
-                       "craft in eval mode (model.eval(); batch norm and dropout behave as at test time) and put the "
-                       "model back in train mode afterwards.")
-    if not model.training:
-        raise Mismatch("the model is left in eval mode.", "restore the mode you found: model.train(was_training).")
-    _in_box(x_adv)
-    _in_linf_ball(x_adv - xb, torch.full((len(xb),), 0.2, dtype=xb.dtype))
-    eps = torch.full((len(xb),), 0.2, dtype=xb.dtype)
-    if not _close(x_adv, _linf_corner(model, xb, yb, eps), 1e-6):
+        lin.weight.copy_(torch.randn((2, 8), generator=g, dtype=torch.float64))
+        lin.bias.copy_(torch.randn((2,), generator=g, dtype=torch.float64) * 0.1)
+    return nn.Sequential(_Recorder(), nn.Flatten(), lin).train()
+
+
+def _exact_pgd_at(model: nn.Sequential, batches: list[tuple[Tensor, Tensor]], eps: float, lr: float,
+                  accumulate: bool = False, reduction: str = "mean", labels: str = "true"
+                  ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[float]]:
+    """Exact PGD-AT by SGD on a 2-class linear model (the maximiser is a corner of the ball ∩ box): the weights after
+    the epoch, the weight gradients of the last step, the training batches and the losses."""
+    ref = copy.deepcopy(model)
+    params = list(ref.parameters())
+    total = [torch.zeros_like(p) for p in params]
+    inputs, losses, grads = [], [], []
+    for xb, yb in batches:
         with torch.no_grad():
-            pred = model(xb).argmax(1)
-        if _close(x_adv, _linf_corner(model, xb, pred, eps), 1e-6):
+            target = ref(xb).argmax(1) if labels == "pred" else yb
+        x_star = _linf_corner(ref, xb, target, torch.full((len(xb),), eps, dtype=xb.dtype))
+        loss = F.cross_entropy(ref(x_star), yb, reduction=reduction)
+        grads = [g.detach() for g in torch.autograd.grad(loss, params)]
+        total = [t + g for t, g in zip(total, grads)] if accumulate else grads
+        with torch.no_grad():
+            for p, t in zip(params, total):
+                p -= lr * t
+        inputs.append(x_star)
+        losses.append(loss.item())
+    return _params(ref), total, inputs, losses
+
+
+def _mnist_mlp(g: torch.Generator) -> nn.Sequential:
+    l1, l2 = nn.Linear(784, 64), nn.Linear(64, 10)
+    with torch.no_grad():
+        for lin in (l1, l2):
+            bound = 1 / math.sqrt(lin.weight.shape[1])
+            lin.weight.copy_((torch.rand(lin.weight.shape, generator=g) * 2 - 1) * bound)
+            lin.bias.copy_((torch.rand(lin.bias.shape, generator=g) * 2 - 1) * bound)
+    return nn.Sequential(nn.Flatten(), l1, nn.ReLU(), l2)
+
+
+def _pgd_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 20) -> tuple[float, float]:
+    """(clean, L∞ PGD) accuracy of ``model`` in eval mode (the check's own PGD, random start from a fixed seed)."""
+    model.eval()
+    e = torch.full((len(x),), eps, dtype=x.dtype)
+    x_adv = (x + (torch.rand(x.shape, generator=_gen(99), dtype=x.dtype) * 2 - 1) * eps).clamp(0, 1)
+    for _ in range(steps):
+        x_adv = (x_adv + 2.5 * eps / steps * _input_grad(model, x_adv, y).sign())
+        x_adv = (x + (x_adv - x).clamp(-_col(e, x), _col(e, x))).clamp(0, 1)
+    with torch.no_grad():
+        return ((model(x).argmax(1) == y).float().mean().item(),
+                (model(x_adv).argmax(1) == y).float().mean().item())
+
+
+_AT_EPS, _AT_EPOCHS, _AT_GAIN = 0.1, 3, 0.2
+
+
+@register("pgd_at_epoch", "one epoch of PGD adversarial training", "04b",
+          "batches yields (xb, yb) pairs; eps is one number: build the (N,) tensor torch.full((len(xb),), eps, "
+          "dtype=xb.dtype) for project_linf.")
+def check_pgd_at_epoch(fn: Callable) -> str:
+    """``pgd_at_epoch(model, batches, optimizer, eps, alpha, steps) -> mean loss``: per batch the inner max of eq. 8
+    (L∞ PGD with random start, eval mode, true labels, projection), then one weight step on the loss at x_adv."""
+    # 1. exact, on a linear model: PGD reaches the corner of the ball ∩ box, so the SGD updates are known exactly
+    g = _gen(17)
+    model = _two_class_model(g)
+    batches = []
+    for n in (6, 5):
+        xb = _images(n, (1, 2, 4), g)
+        batches.append((xb, torch.randint(0, 2, (n,), generator=g)))
+    eps, lr = 0.2, 0.5
+    before, copies = _params(model), [(xb.clone(), yb.clone()) for xb, yb in batches]
+    want, last_grads, inputs, losses = _exact_pgd_at(model, batches, eps, lr)
+    initial = copy.deepcopy(model)
+    recorder = model[0]
+    recorder.calls.clear()
+    out = fn(model, batches, torch.optim.SGD(model.parameters(), lr=lr), eps, 0.1, 8)
+    for (x0, y0), (xb, yb) in zip(copies, batches):
+        _unchanged([x0, y0], [xb, yb], "the batches")
+    if _same(_params(model), before, 0.0):
+        raise Mismatch("the weights did not change.",
+                       "after the attack of each batch: optimizer.zero_grad(), loss.backward() on the loss at x_adv, "
+                       "then optimizer.step().")
+    trained = _weight_step_inputs(recorder, len(batches), "the weight step")
+    (xb, yb), x_in = batches[0], trained[0]
+    if x_in.shape != xb.shape:
+        raise Mismatch(f"the batch of the weight step has shape {tuple(x_in.shape)}, expected {tuple(xb.shape)}.",
+                       "train on x_adv, shaped like xb.")
+    if torch.equal(x_in, xb):
+        raise Mismatch("the weight step trained on the clean batch.",
+                       "adversarial training replaces every batch by its PGD adversarial: the loss of the weight step "
+                       "is F.cross_entropy(model(x_adv), yb).")
+    _in_box(x_in, "the training batch")
+    _in_linf_ball(x_in - xb, torch.full((len(xb),), eps, dtype=xb.dtype),
+                  hint="project back onto the ε-ball ∩ box after every PGD step (project_linf): without the "
+                       "projection the iterates walk out of the threat model.")
+    if not _close(x_in, inputs[0], 1e-6):
+        pred_inputs = _exact_pgd_at(initial, batches, eps, lr, labels="pred")[2]
+        if _close(x_in, pred_inputs[0], 1e-6):
             raise Mismatch("you attacked the model's predictions instead of the true labels.",
                            "craft with the true labels yb (the inner max of eq. 8 is over L(y, h(x̃))).")
-        raise Mismatch("x_adv is not the maximiser of the loss on a linear model (PGD should reach it).",
-                       "run your PGD (random start, `steps` steps of size alpha, projection) on (xb, yb).")
-    return "eval mode while crafting, train mode restored, true labels kept, x_adv detached and in the ball ∩ box."
+        raise Mismatch("the training batch is not the maximiser of the loss that PGD reaches on a linear model.",
+                       "per batch: a uniform random start in the ball (then into the box), `steps` steps of "
+                       "alpha · sign(input_grad) on the true labels, each followed by project_linf.")
+    if not model.training:
+        raise Mismatch("the model is left in eval mode.",
+                       "restore the mode you found (training calls you in train mode): model.train(was_training).")
+    accumulate = _exact_pgd_at(initial, batches, eps, lr, accumulate=True)[0]
+    summed = _exact_pgd_at(initial, batches, eps, lr, reduction="sum")[0]
+    _check_update(model, before, want, last_grads, {
+        "accumulate": (accumulate, "the gradients of the batches add up from step to step.",
+                       "call optimizer.zero_grad() before every loss.backward()."),
+        "sum": (summed, "your weight step uses the summed loss of the batch.",
+                "train on the mean cross-entropy, F.cross_entropy(model(x_adv), yb): the step size must not grow "
+                "with the batch."),
+    })
+    value = _tensor(out, "pgd_at_epoch").double()
+    if value.numel() != 1:
+        raise Mismatch(f"pgd_at_epoch returned {value.numel()} values.", "return one number: the mean training loss.")
+    mean = sum(losses) / len(losses)
+    if abs(value.item() - mean) > 1e-6:
+        hint = "return the mean over the batches of loss.item(), each taken at x_adv before its step."
+        if abs(value.item() - losses[-1]) <= 1e-6:
+            raise Mismatch("you return the loss of the last batch only.", hint)
+        raise Mismatch(f"you return {value.item():.6g}, the mean adversarial loss of the epoch is {mean:.6g}.", hint)
+
+    # 2. for real: a few epochs on 1,000 MNIST digits must buy robustness that standard training does not
+    from advlab import data
+
+    x, y, _ = data.load("mnist", "train", n=1000, profile="fast")
+    x_test, y_test, _ = data.load("mnist", "test", n=200, profile="fast")
+    batches = [(x[i:i + 50], y[i:i + 50]) for i in range(0, len(x), 50)]
+    standard, robust = _mnist_mlp(_gen(18)), _mnist_mlp(_gen(18))
+    opt = torch.optim.Adam(standard.parameters(), lr=1e-2)
+    standard.train()
+    for _ in range(_AT_EPOCHS):
+        for xb, yb in batches:
+            opt.zero_grad()
+            F.cross_entropy(standard(xb), yb).backward()
+            opt.step()
+    opt = torch.optim.Adam(robust.parameters(), lr=1e-2)
+    robust.train()
+    for _ in range(_AT_EPOCHS):
+        fn(robust, batches, opt, _AT_EPS, 2.5 * _AT_EPS / 5, 5)
+    (_, std_rob), (clean, rob) = _pgd_accuracy(standard, x_test, y_test, _AT_EPS), _pgd_accuracy(robust, x_test,
+                                                                                                  y_test, _AT_EPS)
+    if clean < 0.6 or rob < std_rob + _AT_GAIN:
+        raise Mismatch(f"after {_AT_EPOCHS} epochs on 1,000 MNIST digits your adversarially trained MLP has clean "
+                       f"accuracy {clean:.2f} and PGD accuracy {rob:.2f} at ε = {_AT_EPS}; the standard MLP "
+                       f"{std_rob:.2f} (expected at least {_AT_GAIN} more).",
+                       "attack every batch with PGD (5 steps here), then take the weight step on x_adv.")
+    return ("exact SGD updates on a linear model (eval-mode PGD, projection, true labels, only the loss at x_adv in "
+            f"p.grad), and {_AT_EPOCHS} epochs on 1,000 MNIST digits raise an MLP's PGD accuracy well above standard "
+            "training's.")
+
+
+def _co_reference(log: dict, collapse: float = 0.1, gap: float = 0.3) -> int | None:
+    f, p = log["fgsm_accuracy"], log["pgd_accuracy"]
+    for e in range(1, len(p)):
+        if p[e] <= collapse and f[e] >= f[e - 1] - 0.02 and f[e] >= p[e] + gap:
+            return e
+    return None
+
+
+def _co_log(fgsm: list[float], pgd: list[float]) -> dict[str, list[float]]:
+    clean = [min(1.0, max(f, p) + 0.2) for f, p in zip(fgsm, pgd)]
+    return {"clean_accuracy": clean, "fgsm_accuracy": list(fgsm), "pgd_accuracy": list(pgd)}
+
+
+# (name, log, thresholds, why the answer is what it is)
+_CO_CASES = [
+    ("a sudden collapse (Wong et al.)", _co_log([0.55, 0.60, 0.62, 0.85, 0.90, 0.92],
+                                                [0.40, 0.45, 0.47, 0.03, 0.01, 0.0]),
+     {}, "PGD accuracy falls to about 0 at epoch 3 while FGSM accuracy jumps up."),
+    ("a divergence (everything collapses)", _co_log([0.60, 0.62, 0.08, 0.10], [0.45, 0.47, 0.02, 0.0]), {},
+     "FGSM accuracy falls with PGD accuracy and never pulls away from it: the training diverged, the model did not "
+     "learn to defeat the one-step attack."),
+    ("robust overfitting (a slow decline)", _co_log([0.60, 0.60, 0.61, 0.60, 0.60, 0.61],
+                                                    [0.50, 0.48, 0.45, 0.41, 0.37, 0.33]), {},
+     "PGD accuracy declines slowly but never collapses to about 0."),
+    ("a model never robust to PGD", _co_log([0.05, 0.20, 0.33, 0.50, 0.60], [0.02, 0.01, 0.0, 0.01, 0.0]), {},
+     "from epoch 2 on FGSM accuracy is at least `gap` above PGD accuracy, which is about 0."),
+    ("a collapse, a recovery and a second collapse", _co_log([0.50, 0.80, 0.60, 0.55, 0.85],
+                                                             [0.40, 0.02, 0.35, 0.40, 0.01]), {},
+     "the first collapse is at epoch 1."),
+    ("a log that starts collapsed", _co_log([0.90, 0.85, 0.95], [0.0, 0.0, 0.0]), {},
+     "epoch 0 has no previous epoch to compare with; at epoch 1 FGSM accuracy fell by more than 0.02; epoch 2 "
+     "qualifies."),
+    ("FGSM accuracy dips by 0.01 at the collapse", _co_log([0.50, 0.52, 0.51], [0.40, 0.42, 0.05]), {},
+     "a dip of FGSM accuracy within the 0.02 tolerance still counts as 'did not fall'."),
+    ("FGSM accuracy falls by 0.05 at the collapse", _co_log([0.50, 0.60, 0.55, 0.56], [0.40, 0.45, 0.05, 0.20]), {},
+     "FGSM accuracy fell by more than 0.02 when PGD accuracy collapsed, and PGD accuracy then recovered."),
+    ("other thresholds (collapse = 0.2, gap = 0.5)", _co_log([0.50, 0.60, 0.70, 0.80], [0.40, 0.45, 0.15, 0.15]),
+     {"collapse": 0.2, "gap": 0.5}, "with collapse = 0.2 and gap = 0.5, epoch 2 qualifies."),
+    ("the thresholds met with equality", _co_log([0.625, 0.625], [0.5, 0.125]), {"collapse": 0.125, "gap": 0.5},
+     "PGD accuracy equal to `collapse` and an FGSM lead equal to `gap` qualify (at most, at least)."),
+    ("an empty log", _co_log([], []), {}, "an empty log has no epoch of catastrophic overfitting."),
+    ("a one-epoch log", _co_log([0.95], [0.0]), {}, "with one epoch there is no previous epoch to compare with."),
+]
+
+
+@register("catastrophic_epoch", "catastrophic overfitting from a training log", "04b",
+          "log['fgsm_accuracy'] and log['pgd_accuracy'] are lists with one accuracy per epoch; loop over e >= 1.")
+def check_catastrophic_epoch(fn: Callable) -> str:
+    """``catastrophic_epoch(log, collapse=0.1, gap=0.3) -> first 0-based epoch of catastrophic overfitting or None``
+    (the criterion of advlab.defenses.adversarial.detect_catastrophic_overfitting with drop = 0)."""
+    for name, log, kwargs, why in _CO_CASES:
+        kept = copy.deepcopy(log)
+        out = fn(log, **kwargs)
+        if log != kept:
+            raise Mismatch("your function modified the log.", "read the lists; do not sort, pop or append to them.")
+        want = _co_reference(log, **kwargs)
+        if isinstance(out, Tensor) and out.numel() == 1 and not out.is_floating_point():
+            out = int(out.item())
+        if want is None:
+            if out is None:
+                continue
+            if isinstance(out, (bool, np.bool_)) or out == -1:
+                raise Mismatch(f"on {name} you return {out!r}.", "return None when no epoch qualifies.")
+            raise Mismatch(f"on {name} you return epoch {out!r}; no epoch is catastrophic overfitting: {why}",
+                           "an epoch e >= 1 qualifies only if pgd[e] <= collapse, fgsm[e] >= fgsm[e-1] - 0.02 and "
+                           "fgsm[e] >= pgd[e] + gap, all three.")
+        if out is None:
+            raise Mismatch(f"on {name} you return None; the answer is epoch {want}: {why}",
+                           "an epoch e >= 1 qualifies when pgd[e] <= collapse, fgsm[e] >= fgsm[e-1] - 0.02 and "
+                           "fgsm[e] >= pgd[e] + gap (inclusive; use the thresholds passed in).")
+        if isinstance(out, (bool, np.bool_)) or not isinstance(out, (int, np.integer)):
+            raise Mismatch(f"on {name} you return a {type(out).__name__}, not an epoch number.",
+                           "return the 0-based index e of the epoch (an int), or None.")
+        if out == want + 1:
+            raise Mismatch(f"on {name} you return {out}, the 1-based epoch; the answer is {want} (0-based): {why}",
+                           "return the index e into the lists, which starts at 0.")
+        if out != want:
+            raise Mismatch(f"on {name} you return epoch {out}; the answer is {want}: {why}",
+                           "return the FIRST epoch e >= 1 (0-based) that meets all three conditions.")
+    return (f"right on {len(_CO_CASES)} logs: sudden collapse, divergence, slow robust overfitting, never robust, "
+            "repeated collapse, tolerance, other thresholds, equality, empty and one-epoch logs.")
 
 
 def _quantize(levels: int) -> Callable[[Tensor], Tensor]:

@@ -1,16 +1,19 @@
 """Checks for the tasks of section ⑤ (solutions/05_robustness_vs_generalization): robustness vs generalization.
 
 Tsipras et al.'s exact robust margin of a linear model, Ilyas et al.'s D_det / D_rand relabelling and one step of
-the representation inversion behind D_R / D_NR, and Stutz et al.'s on-manifold attack step on the FONTS θ plus the
-share of a perturbation that lies in the manifold's tangent space.
+the representation inversion behind D_R / D_NR, and Stutz et al.'s on-manifold attack step on the FONTS θ, the
+on-manifold adversarial-training step built on it, and the share of a perturbation that lies in the manifold's
+tangent space.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
@@ -27,6 +30,7 @@ from advlab.checks._core import (
     _unchanged,
     register,
 )
+from advlab.checks._training import _check_update, _params, _Recorder, _same, _weight_step_inputs
 
 # ------------------------------------------------------------------------------------------------ Tsipras margin
 
@@ -344,3 +348,114 @@ def check_tangent_fraction(fn: Callable) -> str:
                        "least-squares problem min_c ‖Jc − δ‖ (torch.linalg.lstsq).")
     raise Mismatch("your fraction differs from ‖Pδ‖² / ‖δ‖² with P = J (JᵀJ)⁻¹ Jᵀ.",
                    "Pδ = Q Qᵀ δ with Q = torch.linalg.qr(J).Q, per sample (batched matmul with .transpose(1, 2)).")
+
+
+# ---------------------------------------------------------------------------------- on-manifold training step
+def _toy_decoder(a: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """A small smooth generator in place of fonts.decode: (prototypes (M, 16), θ (M, 6)) -> images (M, 1, 4, 4)."""
+
+    def decode(protos: Tensor, theta: Tensor) -> Tensor:
+        return torch.sigmoid(protos.reshape(len(protos), 16) + theta @ a).view(len(theta), 1, 4, 4)
+
+    return decode
+
+
+def _on_manifold_reference(model: nn.Module, decode: Callable, protos: Tensor, theta0: Tensor, y: Tensor, eps: float,
+                           alpha: float, steps: int, low: Tensor, high: Tensor, lr: float, data_range: bool = True,
+                           sign: float = 1.0, attacked: int | None = None):
+    """Exact reference: θ-PGD from θ0 on the first N // 2 samples, then one SGD step on the mixed batch.
+
+    Returns (weights after the step, weight gradients, training batch, loss)."""
+    ref = copy.deepcopy(model)
+    k = len(y) // 2 if attacked is None else attacked
+    t0 = theta0[:k]
+    lo, hi = t0 - eps, t0 + eps
+    if data_range:
+        lo, hi = torch.maximum(lo, low), torch.minimum(hi, high)
+    theta = t0.clone()
+    for _ in range(steps):
+        tg = theta.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(F.cross_entropy(ref(decode(protos[:k], tg)), y[:k], reduction="sum"), tg)
+        theta = torch.minimum(torch.maximum(theta + sign * alpha * grad.sign(), lo), hi)
+    with torch.no_grad():
+        xb = torch.cat([decode(protos[:k], theta), decode(protos[k:], theta0[k:])])
+    params = list(ref.parameters())
+    loss = F.cross_entropy(ref(xb), y)
+    grads = [g.detach() for g in torch.autograd.grad(loss, params)]
+    with torch.no_grad():
+        for p, gr in zip(params, grads):
+            p -= lr * gr
+    return [p.detach().clone() for p in params], grads, xb, loss.item()
+
+
+@register("on_manifold_step", "on-manifold adversarial training step (θ-PGD in the batch)", "05",
+          "decode(protos[:k], theta) renders the first k samples; eps is one number here: theta_step wants it as "
+          "torch.full((k,), eps, dtype=theta0.dtype).")
+def check_on_manifold_step(fn: Callable) -> str:
+    """``on_manifold_step(model, optimizer, decode, protos, theta0, y, eps, alpha, steps, low, high) -> loss``: θ-PGD
+    from θ0 on the first N // 2 samples (eval mode), then one weight step on adversarial + clean images."""
+    from advlab.data import fonts
+
+    gen = _gen(55)
+    low, high = (b.double() for b in fonts.theta_bounds("hard"))
+    n, k, eps, alpha, steps, lr = 7, 3, 0.3, 0.1, 4, 0.5
+    lin = nn.Linear(16, 3).double()
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn((3, 16), generator=gen, dtype=torch.float64))
+        lin.bias.copy_(torch.randn((3,), generator=gen, dtype=torch.float64) * 0.1)
+    model = nn.Sequential(_Recorder(), nn.Flatten(), lin).train()
+    decode = _toy_decoder(torch.randn((6, 16), generator=gen, dtype=torch.float64) * 2)
+    protos = torch.randn((n, 16), generator=gen, dtype=torch.float64)
+    theta0 = low + torch.rand((n, 6), generator=gen, dtype=torch.float64) * (high - low)
+    theta0[0] = high  # at the border of the data range: the ε-box is clipped there
+    theta0[1] = low
+    y = torch.randint(0, 3, (n,), generator=gen)
+    args = (decode, protos, theta0, y, eps, alpha, steps, low, high)
+    initial, before = copy.deepcopy(model), _params(model)
+    want, grads, x_ref, loss_ref = _on_manifold_reference(model, *args, lr)
+    recorder = model[0]
+    recorder.calls.clear()
+    kept = [protos.clone(), theta0.clone(), y.clone()]
+    out = fn(model, torch.optim.SGD(model.parameters(), lr=lr), *args)
+    _unchanged(kept, [protos, theta0, y], "protos, theta0 or y")
+    if _same(_params(model), before, 0.0):
+        raise Mismatch("the weights did not change.",
+                       "after the attack: optimizer.zero_grad(), loss.backward() on the loss of the mixed batch, "
+                       "optimizer.step().")
+    (x_in,) = _weight_step_inputs(recorder, 1, "the weight step")
+    _shape(x_in, x_ref.shape, "the batch of the weight step", "train on all N images: k adversarial, N − k clean.")
+    clean = decode(protos, theta0).detach()
+    if not _close(x_in[k:], clean[k:], 1e-9):
+        everything = _on_manifold_reference(initial, *args, lr, attacked=n)[2]
+        if _close(x_in, everything, 1e-9):
+            raise Mismatch("you attacked the whole batch.",
+                           "Stutz et al. replace only part of each batch: attack the first k = N // 2 samples and keep "
+                           "the other N − k clean (decode(protos[k:], theta0[k:])).")
+        raise Mismatch("the second half of the training batch is not the clean images decode(protos[k:], theta0[k:]).",
+                       "keep the samples from k = N // 2 on clean, and keep the order: adversarial first, then clean.")
+    if _close(x_in[:k], clean[:k], 1e-9):
+        raise Mismatch("the first half of the training batch is clean: no attack reached the weight step.",
+                       "replace the first k = N // 2 images by decode(protos[:k], θ_adv) with θ_adv from θ-PGD.")
+    if not _close(x_in[:k], x_ref[:k], 1e-9):
+        for what, hint, kwargs in [
+            ("your θ leaves the data range [low, high].",
+             "project every step onto [θ0 − ε, θ0 + ε] ∩ [low, high] (your theta_step does both).",
+             {"data_range": False}),
+            ("your θ-PGD descends the loss.", "the attack ascends the classifier's loss: θ + α·sign(∇_θ L).",
+             {"sign": -1.0}),
+        ]:
+            if _close(x_in[:k], _on_manifold_reference(initial, *args, lr, **kwargs)[2][:k], 1e-9):
+                raise Mismatch(what, hint)
+        raise Mismatch("the adversarial half is not decode(protos[:k], θ_adv) for θ-PGD from the clean θ0.",
+                       "attack θ, not the pixels: start at θ0[:k], and `steps` times take the gradient of the loss of "
+                       "model(decode(protos[:k], θ)) w.r.t. θ and apply theta_step (ε-box around θ0 ∩ data range).")
+    if not model.training:
+        raise Mismatch("the model is left in eval mode.",
+                       "restore the mode you found (training calls you in train mode): model.train(was_training).")
+    _check_update(model, before, want, grads, {})
+    value = _tensor(out, "on_manifold_step").double()
+    if value.numel() != 1 or abs(value.item() - loss_ref) > 1e-6:
+        raise Mismatch("the returned loss is not the mean cross-entropy of the mixed batch (before the step).",
+                       "return loss.item() of the weight step.")
+    return ("θ-PGD from θ0 in eval mode on the first N // 2 samples (ε-box ∩ data range), clean rest, and an exact "
+            "SGD step on the mixed batch with nothing leaking into p.grad.")

@@ -1,5 +1,6 @@
 """Checks for the tasks of section ③ (solutions/03_properties): random noise of the same norm, a batched line
-scan of the loss, the transferability matrix, principal components and the energy of perturbations per component.
+scan of the loss, the transferability matrix, principal components, the energy of perturbations per component and
+the adversarial-spheres distance from a point to the nearest error in a cap of given measure.
 """
 
 from __future__ import annotations
@@ -407,3 +408,92 @@ def check_energy_per_component(fn: Callable) -> str:
         raise Mismatch("your energies differ from (u_kᵀ δ)² / ||δ||².",
                        "coefficients = delta.flatten(1) @ components.T; square; divide by the squared norm per sample.")
     return "(u_kᵀ δ)² / ||δ||² for K < D and K = D components, per sample, zero δ → zeros."
+
+
+# -------------------------------------------------------------------------------------- adversarial spheres
+def _cap_cos(mu: float, d: int, upper: bool = True, shape: float | None = None) -> float:
+    """cos of the angle of the cap around u that holds a fraction mu of the sphere S^{d-1}: (1 + cos)/2 ~ Beta."""
+    from scipy import stats
+
+    a = (d - 1) / 2 if shape is None else shape
+    return 2 * float(stats.beta.isf(mu, a, a) if upper else stats.beta.ppf(mu, a, a)) - 1
+
+
+def _cap_distance(x: Tensor, u: Tensor, t: float, chord: bool = True, own_radius: bool = True,
+                  clamp: bool = True) -> Tensor:
+    r = x.norm(dim=1)
+    angle = torch.arccos(((x @ u) / r).clamp(-1, 1))
+    gap = angle - math.acos(max(-1.0, min(1.0, t)))
+    gap = gap.clamp_min(0) if clamp else gap
+    radius = r if own_radius else torch.ones_like(r)
+    return 2 * radius * torch.sin(gap / 2) if chord else radius * gap
+
+
+@register("cap_distance", "adversarial spheres: distance to the nearest error", "03",
+          "x is (N, d), u is (d,): cos θ = (x @ u) / ||x||; scipy.stats.beta.isf(mu, a, a) is the upper-tail quantile.")
+def check_cap_distance(fn: Callable) -> str:
+    """``cap_distance(x, u, mu) -> (N,)``: the L2 distance from each x to the nearest point of its own sphere
+    (radius ||x||) in the cap around u that holds a fraction mu of the sphere (Gilmer et al.'s error set)."""
+    from scipy import stats
+
+    g = _gen(71)
+    cases = []
+    for d, mu, radii in [(3, 0.1, (1.0, 1.3)), (20, 0.01, (1.0, 1.3)), (7, 0.5, (1.0,)), (500, 0.3, (1.3,)),
+                         (5, 0.0, (1.0, 1.3)), (10, 1.0, (1.0,))]:
+        u = torch.randn(d, generator=g, dtype=torch.float64)
+        u = u / u.norm()
+        x = torch.randn((8, d), generator=g, dtype=torch.float64)
+        x[0] = u  # the centre of the cap
+        x[1] = -u  # the farthest point from it
+        x[2] = u + 0.05 * x[2] / x[2].norm()  # inside the cap (unless mu = 0)
+        r = torch.tensor([radii[i % len(radii)] for i in range(len(x))], dtype=torch.float64)
+        cases.append((d, mu, x / x.norm(dim=1, keepdim=True) * r[:, None], u))
+    for d, mu, x, u in cases:
+        before = [x.clone(), u.clone()]
+        out = _tensor(fn(x, u, mu), "cap_distance").double()
+        _unchanged(before, [x, u], "x or u")
+        _shape(out, (len(x),), "the distances", "one distance per point, shaped (N,).")
+        t = _cap_cos(mu, d)
+        ref = _cap_distance(x, u, t)
+        if _close(out, ref, 1e-6):
+            continue
+        where = f"in d = {d} with mu = {mu}"
+        if _close(out[2:], ref[2:], 1e-6) and _close(out[0:1], ref[0:1], 1e-6):
+            raise Mismatch(f"{where} your distance is wrong only at the point opposite the cap, x = −r·u.",
+                           "there every direction orthogonal to u leads to the cap equally fast, so a construction "
+                           "that normalises the part of x orthogonal to u divides 0 by 0; the angle formula "
+                           "2·r·sin((θ − θ_t)/2) with θ = π has no such problem.")
+        if not bool(torch.isfinite(out).all()):
+            raise Mismatch(f"{where} a distance is NaN or inf.",
+                           "clamp cos θ to [-1, 1] before torch.arccos (rounding can push it just past ±1).")
+        if bool((out < -1e-9).any()):
+            raise Mismatch(f"{where} a distance is negative.",
+                           "a point inside the cap is already an error: its distance is 0 (clamp the angle gap at 0).")
+        if _close(out, (t * x.norm(dim=1) - x @ u).clamp_min(0), 1e-6):
+            raise Mismatch(f"{where} you return the distance to the plane u·x = t·||x||, which leaves the sphere.",
+                           "the nearest error is ON the sphere: walk along the great circle through x and u; the "
+                           "straight-line distance to the point at angle θ_t from u is 2·r·sin((θ − θ_t)/2).")
+        if _close(out, _cap_distance(x, u, t, chord=False), 1e-6):
+            raise Mismatch(f"{where} you return the arc length r·(θ − θ_t) along the sphere.",
+                           "the threat model measures the straight-line L2 distance ||x' − x||₂: the chord "
+                           "2·r·sin((θ − θ_t)/2), a little shorter than the arc.")
+        if _close(out, _cap_distance(x, u, t, own_radius=False), 1e-6):
+            raise Mismatch(f"{where} your distances ignore the radius of each point's sphere.",
+                           "each point lies on its own sphere of radius r = ||x|| (1 or 1.3): scale the chord by r.")
+        if _close(out, _cap_distance(x, u, _cap_cos(mu, d, upper=False)), 1e-6):
+            raise Mismatch(f"{where} your cap holds a fraction 1 − mu of the sphere, not mu.",
+                           "the cap {cos θ >= t} is the UPPER tail: t = 2·beta.isf(mu, a, a) − 1 "
+                           "(or beta.ppf(1 − mu, a, a)).")
+        if _close(out, _cap_distance(x, u, _cap_cos(mu, d, shape=d / 2)), 1e-6):
+            raise Mismatch(f"{where} your cap has the wrong size: Beta(d/2, d/2) is the law for the sphere in "
+                           "d + 1 dimensions.",
+                           "for x uniform on the sphere in R^d, (1 + cos θ)/2 ~ Beta((d − 1)/2, (d − 1)/2).")
+        if 0 < mu < 1 and _close(out, _cap_distance(x, u, float(stats.norm.isf(mu)) / math.sqrt(d)), 1e-6):
+            raise Mismatch(f"{where} you use the Gaussian approximation cos θ ≈ N(0, 1/d) of the cap.",
+                           "it is only right for large d: use the exact law (1 + cos θ)/2 ~ "
+                           "Beta((d − 1)/2, (d − 1)/2).")
+        raise Mismatch(f"{where} your distances differ from 2·r·sin(max(θ − θ_t, 0)/2).",
+                       "θ = arccos(u·x / ||x||); cos θ_t = t = 2·beta.isf(mu, a, a) − 1 with a = (d − 1)/2; "
+                       "0 inside the cap.")
+    return ("matches 2·r·sin(max(θ − θ_t, 0)/2) with the exact cap of measure mu (d = 3 … 500, radii 1 and 1.3, "
+            "mu = 0 and 1, points at u, at −u and inside the cap).")

@@ -41,3 +41,18 @@ def stratified_subset(y: Tensor, n: int, seed: int = 0) -> Tensor:
     order = torch.argsort(ranked[:, 1], stable=True)
     chosen = ranked[order[:n], 0]
     return chosen[torch.randperm(len(chosen), generator=g)]
+
+
+def stratified_halves(y: Tensor) -> tuple[Tensor, Tensor]:
+    """Two disjoint, class-balanced halves of the indices of labels ``y`` (N,): (first, second), each ascending.
+
+    Within every class the examples alternate between the halves in their order in ``y`` (a class of odd size
+    gives its extra example to the first half). Deterministic; no seed, so the halves never depend on one.
+    """
+    order = torch.argsort(y, stable=True)  # grouped by class, original order inside a class
+    sorted_y = y[order]
+    starts = torch.searchsorted(sorted_y, sorted_y)  # first position of each element's class
+    rank = torch.arange(len(y)) - starts  # position inside its class
+    first = order[rank % 2 == 0].sort().values
+    second = order[rank % 2 == 1].sort().values
+    return first, second

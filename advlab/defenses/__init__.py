@@ -1,6 +1,12 @@
-"""Empirical defenses: adversarial training (:mod:`.adversarial`) and a lesson in gradient masking (:mod:`.masking`).
+"""Defenses, one module per idea.
 
-Certified / Lipschitz defenses live in :mod:`advlab.lipschitz` and randomized smoothing in :mod:`advlab.smoothing`.
+* :mod:`.adversarial`: adversarial training (the trainers and their per-batch hooks);
+* :mod:`.masking`: a lesson in gradient masking (input quantisation, BPDA);
+* :mod:`.purification`: Defense-GAN-style purification through a VAE;
+* :mod:`.lipschitz`: Lipschitz bounds, a 1-Lipschitz network and its certificates (also ``advlab.lipschitz``);
+* :mod:`.smoothing`: randomized smoothing, certified by Gaussian noise (also ``advlab.smoothing``);
+* :mod:`.experiments`: the experiments of ``docs/defenses.md`` (``python -m advlab.defenses.adversarial``, :mod:`.cli`);
+* :mod:`.recipes`: the defended models of the zoo, registered with it (registration from above).
 
     from advlab.defenses import adversarial
     metrics = adversarial.pgd_at(model, x, y, eps=0.3, steps=10, epochs=15)   # Madry et al.'s PGD-AT
@@ -9,10 +15,13 @@ Certified / Lipschitz defenses live in :mod:`advlab.lipschitz` and randomized sm
 import importlib
 
 _MASKING = {"BPDA", "InputQuantization", "masking_report"}
+_EVAL = {"pgd_accuracy"}  # an evaluation metric, moved to advlab.eval; still importable from here
+_SUBMODULES = ("adversarial", "cli", "experiments", "lipschitz", "masking", "purification", "recipes", "smoothing")
 
 __all__ = [
     "BPDA",
     "FGSMPerturb",
+    "FreePerturb",
     "InputQuantization",
     "OneStepPerturb",
     "PGDPerturb",
@@ -33,10 +42,11 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # Lazy, so that ``python -m advlab.defenses.adversarial`` does not import the module twice.
+    # Lazy, so that importing one defense does not import the others (nor torch's attacks for the certified ones).
     if name in __all__:
-        module = importlib.import_module(f"advlab.defenses.{'masking' if name in _MASKING else 'adversarial'}")
-        return getattr(module, name)
-    if name in ("adversarial", "masking"):
+        module = "masking" if name in _MASKING else "adversarial"
+        where = "advlab.eval" if name in _EVAL else f"advlab.defenses.{module}"
+        return getattr(importlib.import_module(where), name)
+    if name in _SUBMODULES:
         return importlib.import_module(f"advlab.defenses.{name}")
     raise AttributeError(f"module 'advlab.defenses' has no attribute {name!r}")

@@ -1,8 +1,8 @@
 """Adversarial training: train on the worst case in the ball instead of the clean point (survey eq. 8).
 
 Every trainer takes ``(model, x, y, ..., **fit_kwargs)``, trains ``model`` in place with
-:func:`advlab.train.fit` (or, for free AT, its own loop with the same schedule) and returns a dict of metrics,
-so it can be a zoo ``"trainer"``. The dict holds numbers (kept by the zoo) and the full ``"history"``.
+:func:`advlab.train.fit` (each through a per-batch hook or loss) and returns a dict of metrics, so it can be a zoo
+``"trainer"`` (:mod:`advlab.defenses.recipes`). The dict holds numbers (kept by the zoo) and the full ``"history"``.
 
 ================== ========================================================= ===============================
 trainer            inner maximisation                                        paper
@@ -15,22 +15,20 @@ trainer            inner maximisation                                        pap
 :func:`one_step_at` FGSM with the true or the predicted label (label leaking) Kurakin et al. (2016)
 ================== ========================================================= ===============================
 
-Inputs are in [0, 1] pixel space and ε is in pixel units of the chosen norm. The table of
-``docs/defenses.md`` is reproduced by ``python -m advlab.defenses.adversarial table``.
+Inputs are in [0, 1] pixel space and ε is in pixel units of the chosen norm. The experiments of
+``docs/defenses.md`` are in :mod:`advlab.defenses.experiments` (``python -m advlab.defenses.adversarial table``).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from advlab import config, train
+from advlab import train
 from advlab.attacks.core import project
 from advlab.attacks.engine import ascend, default_step_size
 from advlab.attacks.fgsm import fgsm
@@ -350,7 +348,45 @@ CO_DEMO: dict[str, Any] = dict(
 
 
 # ------------------------------------------------------------------------------------------------------ free AT
-@config.isolated
+class FreePerturb:
+    """``perturb`` hook of free adversarial training (Shafahi et al., 2019), L∞, for :func:`advlab.train.fit` with
+    ``replays``: it adds a perturbation δ to each replay of a batch and updates δ with the input gradient of the very
+    backward pass that trained the weights (:meth:`reuse_gradient`): ``δ <- clip_[-ε, ε](δ + step · sign(∇_δ L))``.
+
+    δ persists across replays and across minibatches (it is only resized when a batch is larger), as in the paper.
+    Before use it is projected into the ball ∩ box of the batch (``x + δ ∈ [0, 1]``), so that no coordinate sits in
+    the clipped region, where its gradient would be 0 and it would stay stuck (e.g. δ = -ε on a black background).
+    ``warmup_steps`` > 0 ramps ε and the step linearly from 0 over that many calls (one call per replay).
+    """
+
+    def __init__(self, eps: float, step_size: float | None = None, warmup_steps: float = 0) -> None:
+        self.eps = _check_eps(eps)
+        self.step_size = self.eps if step_size is None else _check_eps(step_size, "step_size")
+        if not math.isfinite(warmup_steps) or warmup_steps < 0:
+            raise AdvlabError(f"warmup_steps must be a finite number >= 0, got {warmup_steps!r}.")
+        self.warmup_steps = float(warmup_steps)
+        self.calls = 0
+        self.delta: Tensor | None = None
+        self._last: tuple[Tensor, float, float] | None = None  # (the δ used, its ε, its step) awaiting a gradient
+
+    def __call__(self, model: nn.Module, xb: Tensor, yb: Tensor) -> Tensor:
+        ramp = min(1.0, (self.calls + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
+        e, a = self.eps * ramp, self.step_size * ramp
+        self.calls += 1
+        if self.delta is None or self.delta.shape[0] < len(xb):
+            self.delta = torch.zeros_like(xb)
+        d = (xb + self.delta[: len(xb)].clamp(-e, e)).clamp(0, 1) - xb
+        self._last = (d, e, a)
+        return xb + d
+
+    @torch.no_grad()
+    def reuse_gradient(self, grad: Tensor) -> None:
+        """Take one signed step on δ with ``grad``, the loss's gradient with respect to the batch :meth:`__call__`
+        returned last (what :func:`advlab.train.fit` hands a hook that has this method)."""
+        d, e, a = self._last
+        self.delta[: len(d)] = (d + a * grad.sign()).clamp(-e, e)
+
+
 def free_at(
     model: nn.Module,
     x: Tensor,
@@ -359,96 +395,30 @@ def free_at(
     replays: int = 4,
     step_size: float | None = None,
     warmup_epochs: float = 0,
-    *,
-    epochs: int = 10,
-    batch_size: int = 128,
-    lr: float = 0.05,
-    optimizer: str = "sgd",
-    weight_decay: float = 5e-4,
-    schedule: str = "onecycle",
-    shift: int = 0,
-    ema: float = 0.0,
-    seed: int = 0,
-    device: torch.device | str | None = None,
     progress: bool = True,
+    **fit_kwargs: Any,
 ) -> dict[str, Any]:
-    """"Free" adversarial training (Shafahi et al., 2019), L∞.
+    """"Free" adversarial training (Shafahi et al., 2019), L∞: :func:`advlab.train.fit` with ``replays`` and
+    :class:`FreePerturb`.
 
     Each minibatch is replayed ``replays`` (m) times; every replay does one forward/backward pass that gives the
-    gradient for the weights (an optimiser step) *and* for the perturbation δ, which is updated by
-    ``δ <- clip_[-ε, ε](δ + step_size · sign(∇_δ L))`` and projected into the box (``x + δ ∈ [0, 1]``) before use.
-    δ persists across replays and across minibatches (it is only resized when a batch is smaller), as in the paper.
-    ``epochs`` counts gradient computations as in standard training: the data is passed ``ceil(epochs / m)`` times,
-    so the cost matches ``epochs`` epochs of natural training.
+    gradient for the weights (an optimiser step) *and* for the perturbation δ. ``epochs`` counts gradient
+    computations as in standard training: the data is passed ``ceil(epochs / m)`` times, so the cost matches
+    ``epochs`` epochs of natural training.
 
     Args:
         step_size: δ step, default ε (Shafahi et al.); a smaller step lets δ build up over the replays like PGD
             iterations (the full ε step makes every update an FGSM step, prone to catastrophic overfitting).
         warmup_epochs: ramp ε and the step linearly from 0 over this many epochs (counted like ``epochs``).
-        ema: as :func:`advlab.train.fit` (an exponential moving average of the weights replaces them at the end).
-        other arguments: as :func:`advlab.train.fit`.
+        **fit_kwargs: :func:`advlab.train.fit` arguments (epochs, batch_size, lr, optimizer, shift, ema, seed, ...).
+
+    Returns:
+        metrics dict (see :func:`pgd_at`) plus ``passes``, the passes over the data.
     """
-    eps = _check_eps(eps)
     m = _check_int(replays, "replays")
-    alpha = eps if step_size is None else _check_eps(step_size, "step_size")
-    if len(x) != len(y):
-        raise AdvlabError(f"x has {len(x)} examples but y has {len(y)}; they must match.")
-    dev = torch.device(device) if device is not None else config.device()
-    config.seed_everything(seed)
-    gen = torch.Generator().manual_seed(seed)
-    config.jitter_weights(model.to(dev))  # ADVLAB_JITTER (a test switch; no-op by default)
-    opt = train.make_optimizer(model, optimizer, lr, weight_decay)
-    average = train.WeightAverage(model, ema) if ema else None
-    passes = max(1, math.ceil(epochs / m))
-    steps_per_pass = (len(x) + batch_size - 1) // batch_size
-    total = passes * steps_per_pass * m
-    warm = float(warmup_epochs) * steps_per_pass
-    hist = train.History()
-    start = time.perf_counter()
-    bar = train._progress(total, progress, desc="free-AT")
-    delta: Tensor | None = None
-    step = 0
-    for _ in range(passes):
-        model.train()
-        order = torch.randperm(len(x), generator=gen)
-        loss_sum, correct = torch.zeros((), device=dev), torch.zeros((), device=dev)
-        for i in range(steps_per_pass):
-            idx = order[i * batch_size : (i + 1) * batch_size]
-            xb, yb = x[idx].to(dev), y[idx].to(dev)
-            if shift:
-                xb = train.augment_shift(xb, shift, gen)
-            if delta is None or delta.shape[0] < len(xb):
-                delta = torch.zeros((batch_size, *xb.shape[1:]), device=dev, dtype=xb.dtype)
-            for _ in range(m):
-                ramp = min(1.0, (step + 1) / warm) if warm > 0 else 1.0
-                e, a = eps * ramp, alpha * ramp
-                # Project δ onto the ball ∩ box of this batch, so that no coordinate sits in the clipped region
-                # (where its gradient would be 0 and it would stay stuck, e.g. δ = -ε on a black background).
-                d = ((xb + delta[: len(xb)].clamp(-e, e)).clamp(0, 1) - xb).requires_grad_(True)
-                logits = model(xb + d)
-                loss = F.cross_entropy(logits, yb)
-                for group in opt.param_groups:
-                    group["lr"] = train.lr_at(schedule, lr, step / max(1, total))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if average is not None:
-                    average.update(model)
-                with torch.no_grad():
-                    delta[: len(xb)] = (d + a * d.grad.sign()).clamp(-e, e)
-                step += 1
-                loss_sum += loss.detach()
-                correct += (logits.argmax(1) == yb).sum()
-                bar.update(1)
-        hist.loss.append(float(loss_sum) / (steps_per_pass * m))
-        hist.train_accuracy.append(float(correct) / (len(x) * m))
-        hist.lr.append(opt.param_groups[0]["lr"])
-    bar.close()
-    if average is not None:
-        average.copy_to(model)
-    model.eval()
-    hist.seconds = time.perf_counter() - start
-    return _metrics(hist, passes=passes)
+    hook = FreePerturb(eps, step_size, float(warmup_epochs) * _steps_per_epoch(len(x), fit_kwargs))
+    hist = train.fit(model, x, y, perturb=hook, replays=m, progress=progress, **fit_kwargs)
+    return _metrics(hist, passes=len(hist.loss))
 
 
 # ------------------------------------------------------------------------------------------------------- TRADES
@@ -657,257 +627,23 @@ def label_leaking_eval(model: nn.Module, x: Tensor, y: Tensor, eps: float) -> di
     }
 
 
-# ----------------------------------------------------------------------------------------------------- metrics
-def pgd_accuracy(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    eps: float = 0.3,
-    norm: str | float = "inf",
-    steps: int = 40,
-    restarts: int = 1,
-    seed: int = 0,
-) -> float:
-    """Accuracy under PGD (cross-entropy, random start, ``restarts`` runs), via :func:`advlab.eval.robust_accuracy`.
-
-    A zoo ``"eval"`` metric: rounded to 4 digits.
-    """
-    from advlab.eval import robust_accuracy
-
-    gen = torch.Generator().manual_seed(seed)
-    attacks = {f"pgd-{steps}": lambda m, xa, ya, e, p: pgd(m, xa, ya, e, norm=p, steps=steps, restarts=restarts,
-                                                          generator=gen)}
-    dev = next(model.parameters()).device
-    rep = robust_accuracy(model, x.to(dev), y.to(dev), eps, norm, attacks=attacks)
-    return round(rep.robust_accuracy, 4)
+_MOVED_TO_EXPERIMENTS = ("TABLE_MODELS", "table", "overfitting_experiment", "leaking_experiment", "vat_experiment",
+                         "data_size_experiment")
 
 
-# -------------------------------------------------------------------------------------------------- experiments
-TABLE_MODELS = (
-    ("standard", "mnist-cnn", 0.3, "inf"),
-    ("PGD-AT", "mnist-cnn-pgd", 0.3, "inf"),
-    ("FGSM-RS", "mnist-cnn-fgsm-rs", 0.3, "inf"),
-    ("free AT", "mnist-cnn-free", 0.3, "inf"),
-    ("TRADES", "mnist-cnn-trades", 0.3, "inf"),
-    ("standard (L2)", "mnist-cnn", 2.0, 2),
-    ("PGD-AT L2", "mnist-cnn-l2", 2.0, 2),
-)
+def __getattr__(name: str) -> Any:
+    # The experiments moved to advlab.defenses.experiments (they use these trainers, not the other way round); the
+    # old names still answer here (notebook 05 cites advlab.defenses.adversarial.data_size_experiment), lazily.
+    if name in _MOVED_TO_EXPERIMENTS:
+        from advlab.defenses import experiments
 
-
-def table(n: int = 1000, steps: int = 40, restarts: int = 1, strong: bool = False, seed: int = 0) -> str:
-    """Markdown table of clean and robust accuracy of the zoo's defended MNIST models on the first n test images.
-
-    Robust accuracy is :func:`pgd_accuracy` (PGD on cross-entropy, ``steps`` steps, ``restarts`` random starts).
-    ``strong=True`` instead takes the AutoAttack-grade default of :func:`advlab.eval.robust_accuracy` (APGD-CE,
-    APGD-T, Square; per-sample worst case): the checkpoint's record (``autoattack_grade``, computed by
-    :func:`advlab.eval.robustness_record` when the zoo built or re-evaluated it) where it was measured on these
-    images at this radius, else computed now. Every accuracy comes with its 95 % Clopper–Pearson interval.
-    """
-    from advlab import data, zoo
-    from advlab.eval import accuracy_interval, robustness_record
-
-    x, y, _ = data.load("mnist", "test", n=n)
-    dev = config.device()
-    x, y = x.to(dev), y.to(dev)
-    n = len(y)
-    head = "AutoAttack-grade: APGD-CE → APGD-T → Square" if strong else f"PGD-{steps}, {restarts} restart(s)"
-
-    def with_interval(acc: float) -> str:
-        low, high = accuracy_interval(round(acc * n), n)
-        return f"{acc:.1%} ({low:.1%}–{high:.1%})"
-
-    lines = [
-        f"| Model | zoo name | ε (norm) | clean accuracy (95 % interval) | robust accuracy, {head} (95 % interval) "
-        "| training time |",
-        "|---|---|---|---|---|---|",
-    ]
-    full_test = len(data.load("mnist", "test")[1])
-    for label, name, eps, norm in TABLE_MODELS:
-        model = zoo.load(name)
-        info = zoo.info(name) or {}
-        if strong:
-            rec = info.get("metrics", {}).get("autoattack_grade")
-            same = (rec is not None and rec["n"] == n == full_test and rec["eps"] == eps and seed == 0
-                    and rec["norm"] == ("Linf" if norm == "inf" else f"L{norm:g}"))
-            robust = (rec if same else robustness_record(model, x, y, eps, norm, seed=seed))["accuracy"]
-        else:
-            robust = pgd_accuracy(model, x, y, eps, norm, steps=steps, restarts=restarts, seed=seed)
-        secs = info.get("metrics", {}).get("train_seconds", float("nan"))
-        lines.append(
-            f"| {label} | `{name}` | {eps:g} (L{'∞' if norm == 'inf' else norm}) | "
-            f"{with_interval(train.accuracy(model, x, y))} | {with_interval(robust)} | {secs:.0f} s |"
-        )
-    return "\n".join(lines)
-
-
-def _mnist(profile_n: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    from advlab import data
-
-    x, y, _ = data.load("mnist", "train")
-    xt, yt, _ = data.load("mnist", "test", n=profile_n)
-    dev = config.device()
-    return x.to(dev), y.to(dev), xt.to(dev), yt.to(dev)
-
-
-@config.isolated
-def overfitting_experiment(
-    eps: float = 0.3, epochs: int = 15, settings: tuple[tuple[str, float, bool], ...] | None = None, seed: int = 0,
-) -> list[dict[str, Any]]:
-    """FGSM training without ε warm-up or early stopping, with and without random start: per-epoch held-out FGSM /
-    PGD-10 accuracy, the detected catastrophic-overfitting epoch and the final test clean and PGD-40 accuracy
-    (1,000 images). Same optimiser settings as the zoo's ``mnist-cnn-fgsm-rs`` otherwise."""
-    from advlab import models
-
-    x, y, xt, yt = _mnist(1000)
-    settings = settings or (("FGSM-RS α=1.25ε", 1.25 * eps, True), ("FGSM α=ε, zero init", eps, False))
-    rows = []
-    for name, alpha, rs in settings:
-        config.seed_everything(seed)
-        model = models.mnist_net()
-        out = fgsm_rs_at(model, x, y, eps, alpha=alpha, random_start=rs, epochs=epochs, batch_size=128, lr=2e-3,
-                         optimizer="adam", weight_decay=0.0, shift=1, seed=seed, progress=False)
-        h = out["history"].extra
-        rows.append({
-            "setting": name,
-            "fgsm_by_epoch": [round(v, 3) for v in h["fgsm_accuracy"]],
-            "pgd_by_epoch": [round(v, 3) for v in h["pgd_accuracy"]],
-            "co_epoch": out["catastrophic_overfitting_epoch"],
-            "test_clean": round(train.accuracy(model, xt, yt), 4),
-            "test_pgd40": pgd_accuracy(model, xt, yt, eps, steps=40),
-        })
-    return rows
-
-
-@config.isolated
-def leaking_experiment(
-    eps: float = 0.3, epochs: int = 10, mix: float = 0.5, seed: int = 0
-) -> dict[str, dict[str, float]]:
-    """Train one-step AT with true and with predicted labels; :func:`label_leaking_eval` of each on the test set."""
-    from advlab import models
-
-    x, y, xt, yt = _mnist(1000)
-    out = {}
-    for label in ("true", "predicted"):
-        config.seed_everything(seed)
-        model = models.mnist_net()
-        one_step_at(model, x, y, eps, label=label, mix=mix, epochs=epochs, batch_size=128, lr=1e-3, optimizer="adam",
-                    weight_decay=0.0, seed=seed, progress=False)
-        out[f"{label}-label model"] = label_leaking_eval(model, xt, yt, eps)
-    return out
-
-
-@config.isolated
-def vat_experiment(
-    labels: int = 100, eps: float = 2.0, alpha: float = 1.0, epochs: int = 60, seed: int = 0
-) -> dict[str, float]:
-    """Semi-supervised MNIST: ``labels`` labelled training images (class-balanced) and the rest of the fast
-    training set unlabelled; test accuracy of supervised-only training vs VAT, same steps and seed."""
-    from advlab import data, models
-    from advlab.data.splits import stratified_subset
-
-    x, y, xt, yt = _mnist(1000)
-    idx = stratified_subset(y.cpu(), labels, seed=seed).to(x.device)
-    mask = torch.ones(len(x), dtype=torch.bool, device=x.device)
-    mask[idx] = False
-    xl, yl, xu = x[idx], y[idx], x[mask]
-    fit = {"epochs": epochs, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1,
-           "seed": seed, "progress": False}
-    del data
-    config.seed_everything(seed)
-    sup = models.mnist_net()
-    train.fit(sup, xl, yl, **fit)
-    config.seed_everything(seed)
-    semi = models.mnist_net()
-    vat_train(semi, xl, yl, xu, eps=eps, alpha=alpha, **fit)
-    return {"labels": labels, "supervised_only": round(train.accuracy(sup, xt, yt), 4),
-            "vat": round(train.accuracy(semi, xt, yt), 4)}
-
-
-@config.isolated
-def data_size_experiment(
-    sizes: tuple[int, ...] = (500, 1000, 2000, 4000), eps: float = 0.3, n_train_eval: int = 500, seed: int = 0,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Robust generalization needs more data (Schmidt et al., 2018): standard training and PGD-AT on growing subsets.
-
-    For each size n (the first n fast-profile training images), trains ``mnist-cnn`` and ``mnist-cnn-pgd`` with
-    their zoo recipes, the number of epochs scaled by ``4000 / n`` so that every run makes the same number of
-    optimiser steps (a small set is not simply under-trained). Measures, with the AutoAttack-grade default of
-    :func:`advlab.eval.robust_accuracy` at L∞ ``eps``: clean and robust accuracy on the 1,000 fast test images, and
-    on the first ``n_train_eval`` of the n training images (robust *training* accuracy: the gap between the two is
-    the robust generalization gap).
-
-    Returns:
-        ``{"sizes", "eps", "n_test", "n_train_eval", "standard": {...}, "pgd-at": {...}}``, each method holding lists
-        (one entry per size) ``clean_test``, ``robust_test``, ``clean_train``, ``robust_train``, ``seconds``.
-    """
-    from tqdm.auto import tqdm
-
-    from advlab import data, models, zoo
-    from advlab.eval import robust_accuracy
-
-    x, y, _ = data.load("mnist", "train", profile="fast")
-    xt, yt, _ = data.load("mnist", "test", profile="fast")
-    dev = config.device()
-    recipes = {"standard": ("mnist-cnn", None), "pgd-at": ("mnist-cnn-pgd", pgd_at)}
-    out: dict[str, Any] = {"sizes": list(sizes), "eps": eps, "n_test": len(yt), "n_train_eval": n_train_eval}
-    bar = tqdm(total=len(sizes) * len(recipes), desc="data-size sweep", disable=not progress)
-    for method, (name, trainer) in recipes.items():
-        rows: dict[str, list[float]] = {k: [] for k in ("clean_test", "robust_test", "clean_train", "robust_train",
-                                                        "seconds")}
-        for n in sizes:
-            if not 0 < n <= len(x):
-                raise AdvlabError(f"sizes must lie in 1..{len(x)} (the fast training set), got {n}.")
-            kwargs = dict(zoo.recipe(name)["fit"]["fast"])
-            scale = len(x) / n
-            kwargs["epochs"] = round(kwargs["epochs"] * scale)
-            if "warmup_epochs" in kwargs:
-                kwargs["warmup_epochs"] = kwargs["warmup_epochs"] * scale
-            config.seed_everything(seed)
-            arch, arch_kwargs = zoo.architecture(name, "fast")
-            model = models.build(arch, **arch_kwargs)
-            start = time.perf_counter()
-            if trainer is None:
-                train.fit(model, x[:n], y[:n], seed=seed, progress=False, **kwargs)
-            else:
-                trainer(model, x[:n], y[:n], seed=seed, progress=False, **kwargs)
-            rows["seconds"].append(round(time.perf_counter() - start, 1))
-            model = model.to(dev).eval()
-            k = min(n, n_train_eval)
-            for split, (xs, ys) in (("test", (xt, yt)), ("train", (x[:k], y[:k]))):
-                rep = robust_accuracy(model, xs.to(dev), ys.to(dev), eps, "inf", seed=seed)
-                rows[f"clean_{split}"].append(rep.clean_accuracy)
-                rows[f"robust_{split}"].append(rep.robust_accuracy)
-            bar.update(1)
-        out[method] = rows
-    bar.close()
-    return out
-
-
-def _main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m advlab.defenses.adversarial",
-                                     description="Reproduce the numbers of docs/defenses.md.")
-    parser.add_argument("what", choices=["table", "overfitting", "leaking", "vat"])
-    parser.add_argument("--n", type=int, default=1000, help="test images for the table")
-    parser.add_argument("--strong", action="store_true",
-                        help="table: the AutoAttack-grade default of advlab.eval.robust_accuracy instead of PGD-40")
-    parser.add_argument("--eps", type=float, default=0.3, help="leaking: L∞ radius of training and evaluation")
-    parser.add_argument("--mix", type=float, default=0.5, help="leaking: adversarial fraction of each batch")
-    args = parser.parse_args(argv)
-    t0 = time.perf_counter()
-    if args.what == "table":
-        print(table(args.n, strong=args.strong))
-    elif args.what == "overfitting":
-        for row in overfitting_experiment():
-            print(row)
-    elif args.what == "leaking":
-        for name, row in leaking_experiment(args.eps, mix=args.mix).items():
-            print(name, row)
-    else:
-        print(vat_experiment())
-    print(f"({time.perf_counter() - t0:.0f} s)")
-    return 0
+        return getattr(experiments, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":
-    raise SystemExit(_main())
+    # ``python -m advlab.defenses.adversarial table|overfitting|leaking|vat``, the command docs/defenses.md and the
+    # notebooks cite: the command line lives in advlab.defenses.cli (it runs the experiments, which use these trainers).
+    from advlab.defenses.cli import main
+
+    raise SystemExit(main())

@@ -84,22 +84,30 @@ def masking_report(
     sanity_n: int = 200,
     seed: int = 0,
     queries: int = 1000,
+    defended: nn.Module | None = None,
 ) -> dict[str, Any]:
-    """Accuracy of ``InputQuantization(model, levels)`` under PGD (fooled by the masking), BPDA-PGD, PGD
-    transferred from the undefended ``model`` and the gradient-free Square Attack (``queries`` queries per input);
-    plus :func:`advlab.eval.sanity_checks` of the defended model.
+    """Accuracy of ``InputQuantization(model, levels)`` (or of another ``defended`` model) under PGD (fooled by the
+    masking), BPDA-PGD, PGD transferred from the undefended ``model`` and the gradient-free Square Attack
+    (``queries`` queries per input); plus :func:`advlab.eval.sanity_checks` of the defended model.
 
     All accuracies are L∞ at ``eps`` through :func:`advlab.eval.robust_accuracy` (which re-classifies every
     adversarial input with the defended model). Returns a dict with ``clean``, ``pgd``, ``bpda``, ``transfer``,
     ``square``, ``undefended_pgd`` (fractions of the n inputs, unrounded) and (if ``sanity``) ``sanity``: a
     :class:`advlab.eval.SanityReport` on the first ``sanity_n`` inputs, with the undefended model as the transfer
     surrogate.
+
+    ``defended``: any defense with ``.preprocess(x)`` and ``.model`` (the wrapped ``model``), for example
+    :class:`advlab.defenses.purification.ManifoldProjection`; ``levels`` is then unused.
     """
     from advlab.eval import robust_accuracy, sanity_checks
 
     x, y = check_inputs(x, y)
     model.eval()
-    defended = InputQuantization(model, levels).eval()
+    if defended is None:
+        defended = InputQuantization(model, levels)
+    elif getattr(defended, "model", None) is not model:
+        raise AdvlabError("masking_report: `defended.model` must be the undefended `model` passed beside it.")
+    defended.eval()
     bpda = BPDA(defended).eval()
 
     def gen() -> torch.Generator:

@@ -1,0 +1,205 @@
+"""The experiments of ``docs/defenses.md`` on the adversarially trained models: the table of defended zoo models,
+catastrophic overfitting, label leaking, virtual adversarial training and Schmidt et al.'s data-size sweep.
+
+Run them with ``python -m advlab.defenses.adversarial table|overfitting|leaking|vat`` (:mod:`advlab.defenses.cli`);
+the data-size sweep is the cached result ``data-size-mnist`` (:mod:`advlab.results`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from advlab import config, data, models, train, zoo
+from advlab.config import AdvlabError
+from advlab.data.splits import stratified_subset
+from advlab.defenses.adversarial import fgsm_rs_at, label_leaking_eval, one_step_at, pgd_at, vat_train
+from advlab.eval import pgd_accuracy, robust_accuracy, robustness_record
+from advlab.train import accuracy_interval
+
+TABLE_MODELS = (
+    ("standard", "mnist-cnn", 0.3, "inf"),
+    ("PGD-AT", "mnist-cnn-pgd", 0.3, "inf"),
+    ("FGSM-RS", "mnist-cnn-fgsm-rs", 0.3, "inf"),
+    ("free AT", "mnist-cnn-free", 0.3, "inf"),
+    ("TRADES", "mnist-cnn-trades", 0.3, "inf"),
+    ("standard (L2)", "mnist-cnn", 2.0, 2),
+    ("PGD-AT L2", "mnist-cnn-l2", 2.0, 2),
+)
+
+
+def table(n: int = 1000, steps: int = 40, restarts: int = 1, strong: bool = False, seed: int = 0) -> str:
+    """Markdown table of clean and robust accuracy of the zoo's defended MNIST models on the first n test images.
+
+    Robust accuracy is :func:`advlab.eval.pgd_accuracy` (PGD on cross-entropy, ``steps`` steps, ``restarts``
+    random starts). ``strong=True`` instead takes the AutoAttack-grade default of
+    :func:`advlab.eval.robust_accuracy` (APGD-CE, APGD-T, Square; per-sample worst case): the checkpoint's record
+    (``autoattack_grade``, computed by :func:`advlab.eval.robustness_record` when the zoo built or re-evaluated it)
+    where it was measured on these images at this radius, else computed now. Every accuracy comes with its 95 %
+    Clopper–Pearson interval.
+    """
+    x, y, _ = data.load("mnist", "test", n=n)
+    dev = config.device()
+    x, y = x.to(dev), y.to(dev)
+    n = len(y)
+    head = "AutoAttack-grade: APGD-CE → APGD-T → Square" if strong else f"PGD-{steps}, {restarts} restart(s)"
+
+    def with_interval(acc: float) -> str:
+        low, high = accuracy_interval(round(acc * n), n)
+        return f"{acc:.1%} ({low:.1%}–{high:.1%})"
+
+    lines = [
+        f"| Model | zoo name | ε (norm) | clean accuracy (95 % interval) | robust accuracy, {head} (95 % interval) "
+        "| training time |",
+        "|---|---|---|---|---|---|",
+    ]
+    full_test = len(data.load("mnist", "test")[1])
+    for label, name, eps, norm in TABLE_MODELS:
+        model = zoo.load(name)
+        info = zoo.info(name) or {}
+        if strong:
+            rec = info.get("metrics", {}).get("autoattack_grade")
+            same = (rec is not None and rec["n"] == n == full_test and rec["eps"] == eps and seed == 0
+                    and rec["norm"] == ("Linf" if norm == "inf" else f"L{norm:g}"))
+            robust = (rec if same else robustness_record(model, x, y, eps, norm, seed=seed))["accuracy"]
+        else:
+            robust = pgd_accuracy(model, x, y, eps, norm, steps=steps, restarts=restarts, seed=seed)
+        secs = info.get("metrics", {}).get("train_seconds", float("nan"))
+        lines.append(
+            f"| {label} | `{name}` | {eps:g} (L{'∞' if norm == 'inf' else norm}) | "
+            f"{with_interval(train.accuracy(model, x, y))} | {with_interval(robust)} | {secs:.0f} s |"
+        )
+    return "\n".join(lines)
+
+
+def _mnist(profile_n: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    x, y, _ = data.load("mnist", "train")
+    xt, yt, _ = data.load("mnist", "test", n=profile_n)
+    dev = config.device()
+    return x.to(dev), y.to(dev), xt.to(dev), yt.to(dev)
+
+
+@config.isolated
+def overfitting_experiment(
+    eps: float = 0.3, epochs: int = 15, settings: tuple[tuple[str, float, bool], ...] | None = None, seed: int = 0,
+) -> list[dict[str, Any]]:
+    """FGSM training without ε warm-up or early stopping, with and without random start: per-epoch held-out FGSM /
+    PGD-10 accuracy, the detected catastrophic-overfitting epoch and the final test clean and PGD-40 accuracy
+    (1,000 images). Same optimiser settings as the zoo's ``mnist-cnn-fgsm-rs`` otherwise."""
+    x, y, xt, yt = _mnist(1000)
+    settings = settings or (("FGSM-RS α=1.25ε", 1.25 * eps, True), ("FGSM α=ε, zero init", eps, False))
+    rows = []
+    for name, alpha, rs in settings:
+        config.seed_everything(seed)
+        model = models.mnist_net()
+        out = fgsm_rs_at(model, x, y, eps, alpha=alpha, random_start=rs, epochs=epochs, batch_size=128, lr=2e-3,
+                         optimizer="adam", weight_decay=0.0, shift=1, seed=seed, progress=False)
+        h = out["history"].extra
+        rows.append({
+            "setting": name,
+            "fgsm_by_epoch": [round(v, 3) for v in h["fgsm_accuracy"]],
+            "pgd_by_epoch": [round(v, 3) for v in h["pgd_accuracy"]],
+            "co_epoch": out["catastrophic_overfitting_epoch"],
+            "test_clean": round(train.accuracy(model, xt, yt), 4),
+            "test_pgd40": pgd_accuracy(model, xt, yt, eps, steps=40),
+        })
+    return rows
+
+
+@config.isolated
+def leaking_experiment(
+    eps: float = 0.3, epochs: int = 10, mix: float = 0.5, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Train one-step AT with true and with predicted labels; :func:`label_leaking_eval` of each on the test set."""
+    x, y, xt, yt = _mnist(1000)
+    out = {}
+    for label in ("true", "predicted"):
+        config.seed_everything(seed)
+        model = models.mnist_net()
+        one_step_at(model, x, y, eps, label=label, mix=mix, epochs=epochs, batch_size=128, lr=1e-3, optimizer="adam",
+                    weight_decay=0.0, seed=seed, progress=False)
+        out[f"{label}-label model"] = label_leaking_eval(model, xt, yt, eps)
+    return out
+
+
+@config.isolated
+def vat_experiment(
+    labels: int = 100, eps: float = 2.0, alpha: float = 1.0, epochs: int = 60, seed: int = 0
+) -> dict[str, float]:
+    """Semi-supervised MNIST: ``labels`` labelled training images (class-balanced) and the rest of the fast
+    training set unlabelled; test accuracy of supervised-only training vs VAT, same steps and seed."""
+    x, y, xt, yt = _mnist(1000)
+    idx = stratified_subset(y.cpu(), labels, seed=seed).to(x.device)
+    mask = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    mask[idx] = False
+    xl, yl, xu = x[idx], y[idx], x[mask]
+    fit = {"epochs": epochs, "batch_size": 32, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0, "shift": 1,
+           "seed": seed, "progress": False}
+    config.seed_everything(seed)
+    sup = models.mnist_net()
+    train.fit(sup, xl, yl, **fit)
+    config.seed_everything(seed)
+    semi = models.mnist_net()
+    vat_train(semi, xl, yl, xu, eps=eps, alpha=alpha, **fit)
+    return {"labels": labels, "supervised_only": round(train.accuracy(sup, xt, yt), 4),
+            "vat": round(train.accuracy(semi, xt, yt), 4)}
+
+
+@config.isolated
+def data_size_experiment(
+    sizes: tuple[int, ...] = (500, 1000, 2000, 4000), eps: float = 0.3, n_train_eval: int = 500, seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Robust generalization needs more data (Schmidt et al., 2018): standard training and PGD-AT on growing subsets.
+
+    For each size n (the first n fast-profile training images), trains ``mnist-cnn`` and ``mnist-cnn-pgd`` with
+    their zoo recipes, the number of epochs scaled by ``4000 / n`` so that every run makes the same number of
+    optimiser steps (a small set is not simply under-trained). Measures, with the AutoAttack-grade default of
+    :func:`advlab.eval.robust_accuracy` at L∞ ``eps``: clean and robust accuracy on the 1,000 fast test images, and
+    on the first ``n_train_eval`` of the n training images (robust *training* accuracy: the gap between the two is
+    the robust generalization gap).
+
+    Returns:
+        ``{"sizes", "eps", "n_test", "n_train_eval", "standard": {...}, "pgd-at": {...}}``, each method holding lists
+        (one entry per size) ``clean_test``, ``robust_test``, ``clean_train``, ``robust_train``, ``seconds``.
+    """
+    x, y, _ = data.load("mnist", "train", profile="fast")
+    xt, yt, _ = data.load("mnist", "test", profile="fast")
+    dev = config.device()
+    recipes = {"standard": ("mnist-cnn", None), "pgd-at": ("mnist-cnn-pgd", pgd_at)}
+    out: dict[str, Any] = {"sizes": list(sizes), "eps": eps, "n_test": len(yt), "n_train_eval": n_train_eval}
+    bar = tqdm(total=len(sizes) * len(recipes), desc="data-size sweep", disable=not progress)
+    for method, (name, trainer) in recipes.items():
+        rows: dict[str, list[float]] = {k: [] for k in ("clean_test", "robust_test", "clean_train", "robust_train",
+                                                        "seconds")}
+        for n in sizes:
+            if not 0 < n <= len(x):
+                raise AdvlabError(f"sizes must lie in 1..{len(x)} (the fast training set), got {n}.")
+            kwargs = dict(zoo.recipe(name)["fit"]["fast"])
+            scale = len(x) / n
+            kwargs["epochs"] = round(kwargs["epochs"] * scale)
+            if "warmup_epochs" in kwargs:
+                kwargs["warmup_epochs"] = kwargs["warmup_epochs"] * scale
+            config.seed_everything(seed)
+            arch, arch_kwargs = zoo.architecture(name, "fast")
+            model = models.build(arch, **arch_kwargs)
+            start = time.perf_counter()
+            if trainer is None:
+                train.fit(model, x[:n], y[:n], seed=seed, progress=False, **kwargs)
+            else:
+                trainer(model, x[:n], y[:n], seed=seed, progress=False, **kwargs)
+            rows["seconds"].append(round(time.perf_counter() - start, 1))
+            model = model.to(dev).eval()
+            k = min(n, n_train_eval)
+            for split, (xs, ys) in (("test", (xt, yt)), ("train", (x[:k], y[:k]))):
+                rep = robust_accuracy(model, xs.to(dev), ys.to(dev), eps, "inf", seed=seed)
+                rows[f"clean_{split}"].append(rep.clean_accuracy)
+                rows[f"robust_{split}"].append(rep.robust_accuracy)
+            bar.update(1)
+        out[method] = rows
+    bar.close()
+    return out
