@@ -335,12 +335,11 @@ def generate(solutions: Path, exercises: Path, badge_dir: str = "exercises", ann
     written = []
     for src in sorted(solutions.glob("*.ipynb")):
         nb = json.loads(src.read_text(encoding="utf-8"))
-        if annotate_solutions and with_setup_cell(nb) is not nb:
-            nb = with_setup_cell(nb)
-            src.write_text(dumps(nb), encoding="utf-8")
-        if annotate_solutions and annotate(nb) != nb:
-            nb = annotate(nb)
-            src.write_text(dumps(nb), encoding="utf-8")
+        if annotate_solutions:  # the release's setup cell and the nbgrader metadata, written once if either changed
+            fixed = annotate(with_setup_cell(nb))
+            if fixed != nb:
+                nb = fixed
+                src.write_text(dumps(nb), encoding="utf-8")
         dst = exercises / src.name
         dst.write_text(dumps(to_exercise(nb, f"{badge_dir}/{src.name}")), encoding="utf-8")
         written.append(dst)

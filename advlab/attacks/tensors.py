@@ -183,30 +183,30 @@ def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
     return obj
 
 
+def _tensors(obj: Any) -> Iterator[Tensor]:
+    """Every tensor in ``obj``, in order, searched like :func:`_map_tensors` (lazily: callers may stop early)."""
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for v in obj:
+            yield from _tensors(v)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _tensors(v)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            if f.init:
+                yield from _tensors(getattr(obj, f.name))
+
+
 def _first_device(obj: Any) -> torch.device | None:
-    """The device of the first tensor in ``obj`` (searched like :func:`_map_tensors`), or None."""
-    found: list[torch.device] = []
-
-    def look(t: Tensor) -> Tensor:
-        if not found:
-            found.append(t.device)
-        return t
-
-    _map_tensors(obj, look)
-    return found[0] if found else None
+    """The device of the first tensor in ``obj``, or None."""
+    return next((t.device for t in _tensors(obj)), None)
 
 
 def _elsewhere(obj: Any, device: torch.device) -> bool:
-    """True when some tensor in ``obj`` (searched like :func:`_map_tensors`) is not on ``device``."""
-    if isinstance(obj, Tensor):
-        return obj.device != device
-    if isinstance(obj, (tuple, list)):
-        return any(_elsewhere(v, device) for v in obj)
-    if isinstance(obj, dict):
-        return any(_elsewhere(v, device) for v in obj.values())
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return any(_elsewhere(getattr(obj, f.name), device) for f in dataclasses.fields(obj) if f.init)
-    return False
+    """True when some tensor in ``obj`` is not on ``device``."""
+    return any(t.device != device for t in _tensors(obj))
 
 
 def _usable_device(fn_name: str, name: str, model: object) -> torch.device | None:
