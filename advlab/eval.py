@@ -68,6 +68,7 @@ def autoattack_attacks(
     queries: int | None = None,
     seed: int = 0,
     eot: int = 1,
+    chunk: int | None = None,
 ) -> dict[str, AttackFn]:
     """The AutoAttack-grade chain: APGD-CE, then APGD-T (targeted DLR), then the Square Attack.
 
@@ -75,7 +76,8 @@ def autoattack_attacks(
     expensive targeted and query-based attacks cost little on a weak model. Budgets default to :data:`BUDGETS`
     of the profile. With ``eot > 1`` (a model that is random at inference) the chain is AutoAttack's "rand"
     version: APGD-CE and APGD-DLR with gradients averaged over ``eot`` draws, and no Square. Random starts and
-    windows use generators seeded with ``seed``.
+    windows use generators seeded with ``seed``. ``chunk``: samples per forward/backward pass
+    (:func:`advlab.attacks.tensors.chunk_size`), which changes the speed, not the result.
     """
     fast_steps, fast_targets, fast_queries = BUDGETS[profile()]
     steps = fast_steps if steps is None else steps
@@ -85,42 +87,44 @@ def autoattack_attacks(
     if eot > 1:
         return {
             f"apgd-ce-{steps}-eot{eot}": lambda m, x, y, e, p: apgd(
-                m, x, y, e, norm=p, steps=steps, loss="ce", generator=gen, early_stop=True, eot=eot),
+                m, x, y, e, norm=p, steps=steps, loss="ce", generator=gen, early_stop=True, eot=eot, chunk=chunk),
             f"apgd-dlr-{steps}-eot{eot}": lambda m, x, y, e, p: apgd(
-                m, x, y, e, norm=p, steps=steps, loss="dlr", generator=gen, early_stop=True, eot=eot),
+                m, x, y, e, norm=p, steps=steps, loss="dlr", generator=gen, early_stop=True, eot=eot, chunk=chunk),
         }
     return {
         f"apgd-ce-{steps}": lambda m, x, y, e, p: apgd(
-            m, x, y, e, norm=p, steps=steps, loss="ce", generator=gen, early_stop=True),
+            m, x, y, e, norm=p, steps=steps, loss="ce", generator=gen, early_stop=True, chunk=chunk),
         f"apgd-t-{steps}x{n_target_classes}": lambda m, x, y, e, p: _apgd_targeted(
-            m, x, y, e, p, steps, n_target_classes, gen),
-        f"square-{queries}": lambda m, x, y, e, p: _square_any_shape(m, x, y, e, p, queries, gen),
+            m, x, y, e, p, steps, n_target_classes, gen, chunk),
+        f"square-{queries}": lambda m, x, y, e, p: _square_any_shape(m, x, y, e, p, queries, gen, chunk),
     }
 
 
 def _square_any_shape(model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, p: float, queries: int,
-                      gen: torch.Generator) -> AttackResult:
+                      gen: torch.Generator, chunk: int | None = None) -> AttackResult:
     """The Square Attack; inputs that are not images (N, C, H, W) are searched as one row of pixels (N, 1, 1, D),
     where the windows become single coordinates, and the result is returned in their own shape."""
     if x.ndim == 4:
-        return square(model, x, y, eps, norm=p, queries=queries, generator=gen)
+        return square(model, x, y, eps, norm=p, queries=queries, generator=gen, chunk=chunk)
     rows = nn.Sequential(nn.Flatten(), nn.Unflatten(1, tuple(x.shape[1:])), model)  # (N, 1, 1, D) -> model
-    res = square(rows, x.reshape(len(x), 1, 1, -1), y, eps, norm=p, queries=queries, generator=gen)
+    res = square(rows, x.reshape(len(x), 1, 1, -1), y, eps, norm=p, queries=queries, generator=gen, chunk=chunk)
     return AttackResult(res.x_adv.reshape(x.shape), res.success, res.norms, res.pred, res.norm)
 
 
 def _apgd_targeted(model: nn.Module, x: Tensor, y: Tensor, eps: Tensor, p: float, steps: int, n_target_classes: int,
-                   gen: torch.Generator) -> AttackResult:
+                   gen: torch.Generator, chunk: int | None = None) -> AttackResult:
     """APGD-T against ``min(n_target_classes, K - 1)`` targets; for a model with fewer than 4 classes, where the
     targeted DLR loss is undefined, untargeted APGD on the CW margin loss instead."""
     classes = int(logits_of(model, x[:1]).shape[1])
     if classes < 4:
-        return apgd(model, x, y, eps, norm=p, steps=steps, loss="margin", generator=gen, early_stop=True)
+        return apgd(model, x, y, eps, norm=p, steps=steps, loss="margin", generator=gen, early_stop=True,
+                    chunk=chunk)
     return apgd(model, x, y, eps, norm=p, steps=steps, n_target_classes=min(n_target_classes, classes - 1),
-                generator=gen, early_stop=True)
+                generator=gen, early_stop=True, chunk=chunk)
 
 
-def pgd_attacks(steps: int | None = None, restarts: int | None = None, seed: int = 0) -> dict[str, AttackFn]:
+def pgd_attacks(steps: int | None = None, restarts: int | None = None, seed: int = 0, chunk: int | None = None
+                ) -> dict[str, AttackFn]:
     """The naive chain: FGSM, PGD on cross-entropy, and PGD on the CW margin loss with random restarts.
 
     What notebook 04a's ladder teaches and what a masked model can fool (06's capstone); not the default any more,
@@ -134,10 +138,11 @@ def pgd_attacks(steps: int | None = None, restarts: int | None = None, seed: int
     return {
         "fgsm": lambda m, x, y, e, p: fgsm(m, x, y, e, norm=p),
         f"pgd-ce-{steps}": lambda m, x, y, e, p: pgd(
-            m, x, y, e, norm=p, steps=steps, loss="ce", generator=gen, early_stop=True
+            m, x, y, e, norm=p, steps=steps, loss="ce", generator=gen, early_stop=True, chunk=chunk
         ),
         f"pgd-margin-{steps}x{restarts}": lambda m, x, y, e, p: pgd(
-            m, x, y, e, norm=p, steps=steps, loss="margin", restarts=restarts, generator=gen, early_stop=True
+            m, x, y, e, norm=p, steps=steps, loss="margin", restarts=restarts, generator=gen, early_stop=True,
+            chunk=chunk,
         ),
     }
 
@@ -291,6 +296,7 @@ def robust_accuracy(
     batch_size: int = 500,
     seed: int = 0,
     tol: float = 1e-4,
+    chunk: int | None = None,
 ) -> RobustnessReport:
     """Per-sample worst-case accuracy of ``model`` under a list of attacks.
 
@@ -310,9 +316,12 @@ def robust_accuracy(
             expectation over 20 draws (the report's ``eot`` says so). ``"pgd"``: the naive FGSM/PGD chain
             (:func:`pgd_attacks`). Or your own ``{name: fn}`` / list of ``fn`` or ``(name, fn)`` with
             ``fn(model, x, y, eps, p)``.
-        batch_size: inputs attacked at a time.
+        batch_size: inputs given to each attack call (the random draws of the default attacks follow this split).
         seed: seeds the random starts of the default attacks.
         tol: slack on the ball check (absolute, pixel units; float32 rounding).
+        chunk: samples per forward/backward pass in the clean evaluation and the default attacks (``None``: the
+            device's default, :func:`advlab.attacks.tensors.chunk_size`; ``0``: the whole batch). Only the speed
+            depends on it.
 
     Returns:
         :class:`RobustnessReport`.
@@ -330,12 +339,12 @@ def robust_accuracy(
                 raise AdvlabError(f"Unknown attack chain {attacks!r}; use one of {sorted(CHAINS)} or pass attacks.")
             if chain == "autoattack" and _is_random(model, x[: min(len(x), 64)]):
                 eot = EOT_DRAWS
-                items = _named(autoattack_attacks(seed=seed, eot=eot))
+                items = _named(autoattack_attacks(seed=seed, eot=eot, chunk=chunk))
             else:
-                items = _named(CHAINS[chain](seed=seed))
+                items = _named(CHAINS[chain](seed=seed, chunk=chunk))
         else:
             items = _named(attacks)
-        logits = logits_of(model, x)
+        logits = logits_of(model, x, chunk)
         check_logits(logits, y)
         correct = logits.argmax(1) == y
         robust = correct.clone()
@@ -352,7 +361,7 @@ def robust_accuracy(
                 res = fn(model, x[idx], y[idx], eps_t[idx], p)
                 stats[k][2] += time.perf_counter() - t0
                 adv = _checked(name, res, x[idx], eps_t[idx], p, tol)
-                broken = logits_of(model, adv).argmax(1) != y[idx]
+                broken = logits_of(model, adv, chunk).argmax(1) != y[idx]
                 hit = idx[broken]
                 robust[hit] = False
                 broken_by[hit] = k

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from advlab import config, data, models, train, zoo
 from advlab.attacks import next_class, pgd, random_targets
-from advlab.attacks.engine import ascend
+from advlab.attacks.engine import ascend, select_rows
 from advlab.attacks.tensors import check_inputs, eval_mode, on_model_device
 from advlab.config import AdvlabError
 
@@ -117,7 +117,7 @@ def invert_representation(
                 start_d = _rep_distance(g, xs, target)
 
             def objective(z: Tensor, rows: Tensor | None, target: Tensor = target) -> tuple[Tensor, None]:
-                return -_rep_distance(g, z, target), None  # the engine maximises: minus the distance
+                return -_rep_distance(g, z, select_rows(target, rows)), None  # the engine maximises: minus the distance
 
             run = ascend(objective, xs, lambda z, rows: z.clamp(0, 1), int(steps), step_size, 2.0, decay=decay)
             outs.append(run.z)

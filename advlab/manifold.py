@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from advlab import config, models, train
 from advlab.attacks.core import attack_loss, is_success
-from advlab.attacks.engine import ascend, better, default_step_size
+from advlab.attacks.engine import ascend, better, default_step_size, select_rows
 from advlab.attacks.pgd import pgd
 from advlab.attacks.result import AttackResult
 from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, on_model_device
@@ -103,8 +103,8 @@ def _code_pgd(
     clean_loss, clean_succ = attack_loss(logits, y, "ce"), is_success(logits, y)
 
     def objective(code: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
-        out = model(generate(code))
-        return attack_loss(out, y, "ce"), is_success(out.detach(), y)
+        out, yr = model(generate(code)), select_rows(y, rows)
+        return attack_loss(out, yr, "ce"), is_success(out.detach(), yr)
 
     def feasible(code: Tensor, rows: Tensor | None) -> Tensor:
         return torch.minimum(torch.maximum(code, low), high)

@@ -41,6 +41,8 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "advlab.features:experiment": features.experiment,
     "advlab.defenses.adversarial:data_size_experiment": defense_experiments.data_size_experiment,
     "advlab.manifold:n_sweep": manifold.n_sweep,
+    "advlab.defenses.experiments:autoattack_table": defense_experiments.autoattack_table,
+    "advlab.defenses.experiments:cross_threat_table": defense_experiments.cross_threat_table,
 }
 
 # One table of experiments whose result (a JSON value) is cached like a checkpoint. "fn" names a function of
@@ -67,6 +69,31 @@ RESULTS: dict[str, dict[str, Any]] = {
                    "full": {"sizes": [500, 1000, 2000, 4000], "eps": 0.3, "n_train_eval": 500, "seed": 0}},
         "data": "mnist",
         "zoo": ["mnist-cnn", "mnist-cnn-pgd"],
+        "version": 1,
+    },
+    # notebooks/04b_defenses.ipynb, section 1
+    "defenses-autoattack-mnist": {
+        "description": "AutoAttack-grade robust accuracy of the five L∞ models of 04b's first table on its evaluation "
+                       "images (advlab.defenses.experiments.autoattack_table)",
+        "fn": "advlab.defenses.experiments:autoattack_table",
+        "kwargs": {profile: {"models": {"standard": "mnist-cnn", "PGD-AT": "mnist-cnn-pgd",
+                                        "FGSM-RS": "mnist-cnn-fgsm-rs", "free AT": "mnist-cnn-free",
+                                        "TRADES": "mnist-cnn-trades"},
+                             "n": n, "eps": 0.3, "norm": "inf", "seed": 0}
+                   for profile, n in (("fast", 500), ("full", 10_000))},
+        "data": "mnist",
+        "zoo": ["mnist-cnn", "mnist-cnn-pgd", "mnist-cnn-fgsm-rs", "mnist-cnn-free", "mnist-cnn-trades"],
+        "version": 1,
+    },
+    # notebooks/04b_defenses.ipynb, section 9
+    "cross-threat-mnist": {
+        "description": "Schott et al.: three models in four threat models (L∞, L2, L1, L0), each under a gradient-based"
+                       " and a gradient-free attack (advlab.defenses.experiments.cross_threat_table)",
+        "fn": "advlab.defenses.experiments:cross_threat_table",
+        "kwargs": {profile: {"models": {"standard": "mnist-cnn", "L∞-AT": "mnist-cnn-pgd", "L2-AT": "mnist-cnn-l2"},
+                             "n": 100, "pixels": 10, "seed": 0} for profile in ("fast", "full")},
+        "data": "mnist",
+        "zoo": ["mnist-cnn", "mnist-cnn-pgd", "mnist-cnn-l2", "mnist-mlp"],
         "version": 1,
     },
     "fonts-n-sweep": {

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from advlab import config, zoo
 from advlab.attacks.core import project, random_start
-from advlab.attacks.engine import ascend, default_step_size
+from advlab.attacks.engine import ascend, default_step_size, select_rows
 from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, lp_norm, on_model_device, parse_norm
 from advlab.config import AdvlabError
 
@@ -280,7 +280,8 @@ def _kos(
         z0 = x + random_start(x, eps_t, p, generator) if rand else x
 
         def value(z: Tensor, rows: Tensor | None) -> tuple[Tensor, None]:
-            return -objective(vae, z, y, target), None  # the engine maximises: descend the objective
+            # the engine maximises: descend the objective
+            return -objective(vae, z, select_rows(y, rows), select_rows(target, rows)), None
 
         def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
             return x + project(z - x, x, eps_t, p)

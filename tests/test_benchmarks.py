@@ -19,6 +19,7 @@ def test_attack_benchmark_smoke(tmp_path):
     for attack in ("PGD-Linf", "PGD-L2", "FGSM", "CW-L2", "DeepFool"):
         assert f"| {attack} | advlab |" in table
     assert "advlab early_stop" in table and "torchattacks" in table
+    assert "| PGD-Linf | advlab whole batch |" in table and "| PGD-Linf | torchattacks chunked |" in table
     # the targets section restates the PGD rows: one line per norm, with a finite overhead over the floor
     section = table.split("## PGD against the targets")[1]
     for attack in ("PGD-Linf", "PGD-L2"):
@@ -28,6 +29,31 @@ def test_attack_benchmark_smoke(tmp_path):
         # the paired ratio: median [min–max] over reps of advlab's time / the floor timed just before it
         median, lo, hi = (float(v) for v in re.findall(r"[0-9.]+", cells[3]))
         assert 0 < lo <= median <= hi
+
+
+def _run_quick(script: str, tmp_path) -> str:
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--out", "-"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout
+
+
+def test_chunk_benchmark_smoke(tmp_path):
+    rows = [r for r in _run_quick("chunks.py", tmp_path).splitlines() if r.startswith("| ") and "µs" not in r
+            and not r.startswith("|---")]
+    models = {r.split(" | ")[0].lstrip("| ") for r in rows}
+    assert models == {"MNIST CNN (zoo mnist-cnn)", "Madry et al.'s MNIST CNN", "PreAct-ResNet-18, CIFAR shape"}
+    for r in rows:
+        cells = r.strip("| ").split(" | ")
+        assert float(cells[3].replace(",", "")) > 0 and float(cells[4]) > 0
+    assert sum("**" in r for r in rows) == 3  # one fastest chunk per model
+
+
+def test_training_benchmark_smoke(tmp_path):
+    rows = [r for r in _run_quick("training.py", tmp_path).splitlines() if r.startswith("| ") and "---" not in r]
+    names = [r.strip("| ").split(" | ")[0] for r in rows[1:]]
+    assert names == ["advlab pgd_at", "plain loop", "floor"]
+    assert rows[-1].endswith("| 1.00× |")
 
 
 def test_projection_benchmark_smoke_agrees_with_bisection():

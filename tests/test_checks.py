@@ -83,6 +83,57 @@ def cw_margin(logits, y, kappa=0.0, mask="inf", flip=False):
     return gap.clamp_min(-kappa)
 
 
+def cw_search(inner, x, y, c_init=1.0, search_steps=9, keep="best", bounds="right", shared=False, unbounded="x10",
+              loop=False, dtype=None):
+    c = torch.full((len(x),), float(c_init), dtype=dtype or x.dtype)
+    lower, upper = torch.zeros_like(c), torch.full_like(c, math.inf)
+    best_l2, best = torch.full_like(c, math.inf), x.clone()
+    for _ in range(search_steps):
+        if loop:  # a Python loop over the samples
+            outs = [inner(x[i:i + 1], y[i:i + 1], c[i:i + 1]) for i in range(len(x))]
+            x_adv, success = torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+        else:
+            x_adv, success = inner(x, y, c)
+        l2 = (x_adv - x).flatten(1).norm(dim=1)
+        take = {"best": success & (l2 < best_l2), "last success": success, "any": l2 < best_l2,
+                "last": torch.ones_like(success)}[keep]
+        best_l2 = torch.where(take, l2, best_l2)
+        best = torch.where(_col(take, x), x_adv, best)
+        if shared:  # one c for the batch, moved by whether every sample succeeded
+            s = bool(success.all())
+            upper, lower = (torch.minimum(upper, c), lower) if s else (upper, torch.maximum(lower, c))
+        elif bounds == "right":
+            upper = torch.where(success, torch.minimum(upper, c), upper)
+            lower = torch.where(success, lower, torch.maximum(lower, c))
+        else:  # the two updates swapped
+            lower = torch.where(success, torch.maximum(lower, c), lower)
+            upper = torch.where(success, upper, torch.minimum(upper, c))
+        if unbounded == "x10":
+            c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
+        elif unbounded == "x2":
+            c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 2)
+        else:  # bisects even without an upper bound
+            c = (lower + upper) / 2
+    return best
+
+
+def cw_search_1e10(inner, x, y, c_init=1.0, search_steps=9):
+    """Carlini and Wagner's own bookkeeping: 1e10 marks "no upper bound yet", c in float32."""
+    c = torch.full((len(x),), float(c_init))
+    lower, upper = torch.zeros_like(c), torch.full_like(c, 1e10)
+    best_l2, best = torch.full((len(x),), 1e10), x.clone()
+    for _ in range(search_steps):
+        x_adv, success = inner(x, y, c)
+        l2 = ((x_adv - x) ** 2).flatten(1).sum(1).float()  # squared norms order the same way
+        better = success & (l2 < best_l2)
+        best_l2[better] = l2[better]
+        best[better] = x_adv[better]
+        upper[success] = torch.minimum(upper, c)[success]
+        lower[~success] = torch.maximum(lower, c)[~success]
+        c = torch.where(upper < 1e9, (lower + upper) / 2, c * 10)
+    return best
+
+
 def deepfool_l2(model, x, y, overshoot=0.02, max_iter=50, where="total"):
     r_tot = torch.zeros_like(x)
     x_adv = x.clone()
@@ -238,6 +289,17 @@ WRONG = {
         "ignores kappa": lambda z, y, kappa=0.0: cw_margin(z, y, 0.0),
         "mean over batch": lambda z, y, kappa=0.0: cw_margin(z, y, kappa).mean(),
     },
+    "cw_search": {
+        "one c shared by the batch": _kw(cw_search, shared=True),
+        "keeps the last successful x_adv": _kw(cw_search, keep="last success"),
+        "bound updates swapped": _kw(cw_search, bounds="swapped"),
+        "keeps the smallest x_adv, successful or not": _kw(cw_search, keep="any"),
+        "returns the last x_adv": _kw(cw_search, keep="last"),
+        "Python loop over samples": _kw(cw_search, loop=True),
+        "bisects with an infinite upper bound": _kw(cw_search, unbounded="bisect"),
+        "doubles instead of ×10": _kw(cw_search, unbounded="x2"),
+        "hard-coded c_init and search_steps": lambda inner, x, y, c_init=1.0, search_steps=9: cw_search(inner, x, y),
+    },
     "deepfool_l2": {
         "no overshoot": _kw(deepfool_l2, where="none"),
         "overshoot on the last step only": _kw(deepfool_l2, where="last"),
@@ -319,6 +381,7 @@ REFERENCE = {
     "pgd_linf": pgd_linf,
     "targeted_fgsm": targeted_fgsm,
     "cw_margin": cw_margin,
+    "cw_search": cw_search,
     "deepfool_l2": deepfool_l2,
     "pgd_at_epoch": pgd_at_epoch,
     "catastrophic_epoch": catastrophic_epoch,
@@ -368,6 +431,16 @@ def test_specific_hints(capsys):
     assert "no random start" in capsys.readouterr().out
     checks.check_cw_margin(WRONG["cw_margin"]["no masking"])
     assert "-inf" in capsys.readouterr().out
+    for label, needle in [("one c shared by the batch", "same c"),
+                          ("keeps the last successful x_adv", "last successful"),
+                          ("bound updates swapped", "swapped"),
+                          ("keeps the smallest x_adv, successful or not", "did not succeed"),
+                          ("returns the last x_adv", "last search step"), ("Python loop over samples", "Python loop"),
+                          ("bisects with an infinite upper bound", "multiply c by 10"),
+                          ("doubles instead of ×10", "not 10·c"),
+                          ("hard-coded c_init and search_steps", "use the arguments")]:
+        checks.check_cw_search(WRONG["cw_search"][label])
+        assert needle in capsys.readouterr().out, label
     checks.check_deepfool_l2(WRONG["deepfool_l2"]["overshoot on the last step only"])
     assert "last step only" in capsys.readouterr().out
     for label, needle in [("trains on the clean batch", "clean batch"),
@@ -398,6 +471,32 @@ def test_specific_hints(capsys):
     assert "Frobenius" in capsys.readouterr().out
     checks.check_certify_counts(WRONG["certify_counts"]["two-sided bound"])
     assert "two-sided" in capsys.readouterr().out
+
+
+def test_cw_search_accepts_other_correct_bookkeeping(capsys):
+    """1e10 as the "unbounded" marker (Carlini and Wagner's code), c in float32, squared norms, masked assignment."""
+    assert checks.check_cw_search(cw_search_1e10) is True
+    assert checks.check_cw_search(_kw(cw_search, dtype=torch.float32)) is True
+    assert capsys.readouterr().out.count("[PASS]") == 2
+
+
+def test_cw_search_case_tells_the_last_success_from_the_best():
+    """The check's stand-in optimiser makes the mistakes visible: the perturbation is not monotone in c, so the last
+    successful x_adv differs from the smallest one, and the smallest x_adv overall is often unsuccessful."""
+    from advlab.checks.attacks import _CWInner
+
+    x = torch.rand(8, 1, 3, 3, dtype=torch.float64) * 0.4 + 0.3
+    thresholds = [0.003, 0.37, 1.0, 2.6, 37.0, 930.0, math.inf, 0.081]
+    y = torch.zeros(8, dtype=torch.long)
+    best = cw_search(_CWInner(x, thresholds, 22), x, y)
+    last = cw_search(_CWInner(x, thresholds, 22), x, y, keep="last success")
+    assert (best - last).flatten(1).abs().amax(1).gt(0).sum() >= 2
+    assert torch.equal(best[6], x[6])  # never succeeds: unchanged
+    inner = _CWInner(x, thresholds, 22)
+    cw_search(inner, x, y)
+    cs = torch.stack(inner.calls)  # (steps, N): per-sample c; the unreachable sample grows ×10 every step
+    assert cs.shape == (9, 8) and torch.allclose(cs[:, 6], 10.0 ** torch.arange(9, dtype=torch.float64))
+    assert len({round(v, 9) for v in cs[-1].tolist()}) == 8
 
 
 def test_pgd_at_epoch_fails_clean_training_on_mnist(capsys):

@@ -184,6 +184,7 @@ ENTRY = {
     "attacks.deepfool_trace": lambda c: deepfool_trace(c.model, c.x, c.y, max_iter=2),
     "attacks.lbfgs": lambda c: attacks.lbfgs(c.model, c.x, c.y, search_steps=1, max_iter=2),
     "attacks.one_pixel": lambda c: attacks.one_pixel(c.model, c.x, c.y, population=6, generations=1),
+    "attacks.greedy_pixels": lambda c: attacks.greedy_pixels(c.model, c.x, c.y, 2),
     "attacks.vat": lambda c: attacks.vat(c.model, c.x, 0.5, generator=c.gen()),
     "attacks.vat_direction": lambda c: attacks.vat_direction(c.model, c.x, generator=c.gen()),
     "attacks.least_likely": lambda c: attacks.least_likely(c.model, c.x),

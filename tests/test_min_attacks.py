@@ -12,7 +12,7 @@ from torch import nn
 from advlab.attacks.cw import cw_l2, cw_margin
 from advlab.attacks.deepfool import deepfool, deepfool_trace
 from advlab.attacks.lbfgs import lbfgs
-from advlab.attacks.one_pixel import changed_pixels, one_pixel
+from advlab.attacks.one_pixel import changed_pixels, greedy_pixels, one_pixel
 from advlab.config import AdvlabError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -336,3 +336,50 @@ def test_bad_input_raises_advlab_error(call):
     model, x, y, _, _ = linear_problem(n=4, side=4)
     with pytest.raises(AdvlabError):
         call(model, x, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# The greedy gradient L0 attack
+# ---------------------------------------------------------------------------------------------
+
+
+class _PixelSum(nn.Module):
+    """Two classes scored by w·x + b on flattened single-channel images: for label 0 the input gradient of the
+    cross-entropy is p_1 (w_1 - w_0)."""
+
+    def __init__(self, w: torch.Tensor, b: torch.Tensor) -> None:
+        super().__init__()
+        self.w, self.b = w, b  # (2, H·W), (2,)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w.T + self.b
+
+
+def test_greedy_pixels_changes_the_pixels_of_largest_first_order_gain():
+    """Class 0 is favoured by x; the attack pushes towards class 1, so it must set to 1 the pixels where w1 - w0 is
+    largest (x = 0 there) and to 0 the pixels where it is most negative (x = 1 there), best gain first."""
+    side = 4
+    d = torch.zeros(side * side)
+    d[[3, 7]] = torch.tensor([5.0, 4.0])  # gain of setting to 1 (x = 0 there)
+    d[[10]] = torch.tensor([-3.0])  # gain of setting to 0 (x = 1 there)
+    d[[12]] = torch.tensor([2.0])  # a pixel already at 1: setting it to 1 gains nothing
+    w = torch.stack([torch.zeros_like(d), d])
+    x = torch.zeros(1, 1, side, side)
+    x.view(-1)[[10, 12]] = 1.0
+    model = _PixelSum(w, torch.tensor([2.5, 0.0]))  # class 0 ahead
+    y = torch.zeros(1, dtype=torch.long)
+    for k, expected in ((1, {3}), (2, {3, 7}), (3, {3, 7, 10})):
+        res = greedy_pixels(model, x, y, k)
+        changed = set((res.x_adv != x).flatten().nonzero().flatten().tolist())
+        assert changed == expected and res.norms.item() == k and res.norm == 0.0
+    assert res.x_adv.view(-1)[10] == 0 and res.x_adv.view(-1)[3] == 1
+
+
+def test_greedy_pixels_on_a_cnn_stays_in_the_l0_ball(mnist_cnn, mnist_batch):
+    x, y = mnist_batch
+    res = greedy_pixels(mnist_cnn, x, y, 10)
+    assert (changed_pixels(x, res.x_adv) <= 10).all() and torch.equal(res.norms, changed_pixels(x, res.x_adv))
+    assert ((res.x_adv == 0) | (res.x_adv == 1) | (res.x_adv == x)).all()  # changed pixels go to 0 or 1
+    assert res.success.float().mean() > 0.3  # ten pixels fool the standard CNN on many images
+    with pytest.raises(AdvlabError, match="pixels"):
+        greedy_pixels(mnist_cnn, x, y, 0)

@@ -82,3 +82,11 @@ def test_a_corrupt_result_is_recomputed(tiny_result):
     with pytest.warns(UserWarning, match="recomputed"):
         assert zoo.result("tiny-result", profile="fast", progress=False)["n"] == 3
     assert len(tiny_result) == before + 1
+
+
+def test_every_entry_ships_its_fast_result():
+    """The notebooks read these on a fresh machine (Binder, CI): a missing one would be recomputed there (minutes)."""
+    for name in results.RESULTS:
+        key, _ = results.result_key(name, "fast")
+        assert (results.RESULTS_SHIPPED / f"{name}-fast-{key}.json").exists(), (
+            f"{name} is not shipped for the fast profile: python -m advlab.results {name} --ship")

@@ -19,12 +19,12 @@ from advlab.attacks.cw import cw_l2
 from advlab.attacks.deepfool import deepfool
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.lbfgs import lbfgs
-from advlab.attacks.one_pixel import one_pixel
+from advlab.attacks.one_pixel import greedy_pixels, one_pixel
 from advlab.attacks.pgd import bim, pgd
 from advlab.attacks.result import AttackResult
 from advlab.attacks.square import square
 from advlab.attacks.targets import by_label, least_likely, next_class, random_targets
-from advlab.attacks.tensors import as_eps, eval_mode, logits_of, lp_norm, parse_norm
+from advlab.attacks.tensors import as_eps, chunk_size, eval_mode, logits_of, lp_norm, parse_norm
 from advlab.attacks.transfer import transfer
 from advlab.attacks.vat import vat, vat_direction
 
@@ -35,10 +35,12 @@ __all__ = [
     "attack_loss",
     "bim",
     "by_label",
+    "chunk_size",
     "cw_l2",
     "deepfool",
     "eval_mode",
     "fgsm",
+    "greedy_pixels",
     "lbfgs",
     "least_likely",
     "lp_norm",

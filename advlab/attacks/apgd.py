@@ -40,6 +40,8 @@ from advlab.attacks.tensors import (
     as_eps,
     check_inputs,
     check_logits,
+    chunk_size,
+    chunk_slices,
     eval_mode,
     logits_of,
     on_model_device,
@@ -78,6 +80,7 @@ def _run(
     generator: torch.Generator | None,
     early_stop: bool,
     eot: int = 1,
+    chunk: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One APGD run on a batch; returns (x_out (N, *), best objective (N,), success (N,)).
 
@@ -99,14 +102,21 @@ def _run(
     xa, ya, ea = x, y, eps
     x_k = out.clone()
 
-    def evaluate(z: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        value, grad, logits = loss_and_grad(model, z, ya, lambda lg, _y: objective(lg, r))
+    chunk_size(x, chunk)  # a bad chunk is refused before any work
+
+    def evaluate_chunk(z: Tensor, r: Tensor, yc: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        value, grad, logits = loss_and_grad(model, z, yc, lambda lg, _y: objective(lg, r))
         for _ in range(eot - 1):  # expectation over the model's randomness: average value and gradient
-            v, gr, logits = loss_and_grad(model, z, ya, lambda lg, _y: objective(lg, r))
+            v, gr, logits = loss_and_grad(model, z, yc, lambda lg, _y: objective(lg, r))
             value, grad = value + v, grad.add_(gr)
         if eot > 1:
             value, grad = value / eot, grad.div_(eot)
-        return value, grad, logits.argmax(1) != ya
+        return value, grad, logits.argmax(1) != yc
+
+    def evaluate(z: Tensor, r: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        # chunks of the samples still attacked
+        parts = [evaluate_chunk(z[s], r[s], ya[s]) for s in chunk_slices(len(z), chunk_size(z, chunk))]
+        return tuple(torch.cat(t) for t in zip(*parts)) if len(parts) > 1 else parts[0]
 
     f, g, succ = evaluate(x_k, rows)
     f_max, x_max, g_max = f.clone(), x_k.clone(), g.clone()
@@ -187,6 +197,7 @@ def apgd(
     generator: torch.Generator | None = None,
     early_stop: bool = False,
     eot: int = 1,
+    chunk: int | None = None,
 ) -> AttackResult:
     """Auto-PGD: maximise the objective inside ``B_ε(x) ∩ [0, 1]^d`` with the adaptive step size of Croce & Hein.
 
@@ -209,6 +220,8 @@ def apgd(
         early_stop: stop attacking a sample once it is misclassified (robust accuracy is the same, the cost lower).
         eot: gradient samples averaged per step (expectation over transformation) for a model that is random at
             inference (AutoAttack's "rand" version uses 20); 1 for a deterministic model.
+        chunk: samples per forward/backward pass (``None``: the device's default, see
+            :func:`advlab.attacks.tensors.chunk_size`; ``0``: the whole batch); the speed changes, not the result.
 
     Returns:
         :class:`~advlab.attacks.result.AttackResult` (success: the prediction is not y), re-checked in eval mode.
@@ -224,7 +237,7 @@ def apgd(
         if isinstance(value, bool) or int(value) != value or value < low:
             raise AdvlabError(f"{name} must be an integer >= {low}, got {value!r}.")
     with eval_mode(model):
-        logits = logits_of(model, x)
+        logits = logits_of(model, x, chunk)
         check_logits(logits, y)
         k_classes = logits.shape[1]
         if n_target_classes and n_target_classes > k_classes - 1:
@@ -256,9 +269,9 @@ def apgd(
                     return attack_loss(lg, yi[rows], loss)
 
             xr, lr, sr = _run(model, x[idx], y[idx], eps_t[idx], p, int(steps), objective, random_start, generator,
-                              early_stop, int(eot))
+                              early_stop, int(eot), chunk)
             upd = better(lr, sr, best_loss[idx], best_succ[idx])
             best_x[idx[upd]] = xr[upd]
             best_loss[idx[upd]] = lr[upd]
             best_succ[idx] = sr
-        return finish(model, x, best_x, y, p)
+        return finish(model, x, best_x, y, p, chunk=chunk)

@@ -11,7 +11,8 @@ which the caller passes in::
 * ``objective(z, rows) -> (value, success)``: the per-sample value (N,) to *maximise*, computed differentiably from
   ``z`` (N, *), and an optional (N,) bool success flag (``None`` when there is none). ``rows`` are the indices
   of the samples in ``z`` among the ``N0`` that the call started with (``None`` while all are present), so the
-  objective can pick its own per-sample data (labels, targets).
+  objective can pick its own per-sample data (labels, targets) with :func:`select_rows`. An objective must use
+  them: the engine calls it on chunks of the batch (``chunk``) and on the samples still moving (``early_stop``).
 * ``project(z, rows) -> z``: the feasible set (an Lp ball ∩ the pixel box, a box of latent codes, the box alone).
 
 Gradients are taken with respect to ``z`` only; non-finite gradient entries count as 0.
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from advlab.attacks.core import per_sample, steepest_direction
+from advlab.attacks.tensors import chunk_size, chunk_slices
 
 ObjectiveFn = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
 ProjectFn = Callable[[Tensor, Tensor | None], Tensor]
@@ -54,13 +56,31 @@ class Ascent:
     success: Tensor
 
 
+def select_rows(t: Tensor | None, rows: Tensor | None) -> Tensor | None:
+    """``t``'s entries for the samples ``rows`` an objective is called on (``t`` itself while ``rows`` is None)."""
+    return t if rows is None or t is None else t[rows]
+
+
 def better(value: Tensor, success: Tensor, best_value: Tensor, best_success: Tensor) -> Tensor:
     """(N,) bool: the new iterate beats the kept one (a success beats a failure, then the higher value wins)."""
     return (success & ~best_success) | ((success == best_success) & (value > best_value))
 
 
-def _value_and_grad(objective: ObjectiveFn, z: Tensor, rows: Tensor | None, grad: bool
+def _value_and_grad(objective: ObjectiveFn, z: Tensor, rows: Tensor | None, grad: bool, chunk: int | None
                     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The objective (N,), its gradient w.r.t. ``z`` (N, *) and its success flag (N,) or None, computed on chunks
+    (:func:`advlab.attacks.tensors.chunk_size` of the samples still moving): each chunk's objective gets the chunk's
+    own ``rows`` (indices among the ``N0`` samples)."""
+    size = chunk_size(z, chunk)
+    if len(z) > size:
+        parts = []
+        for s in chunk_slices(len(z), size):
+            r = torch.arange(s.start, s.stop, device=z.device) if rows is None else rows[s]
+            parts.append(_value_and_grad(objective, z[s], r, grad, size))
+        value = torch.cat([v for v, _, _ in parts])
+        g = torch.cat([gr for _, gr, _ in parts]) if grad else None
+        succ = None if parts[0][2] is None else torch.cat([sc for _, _, sc in parts])
+        return value, g, succ
     if not grad:
         with torch.no_grad():
             value, succ = objective(z, rows)
@@ -88,6 +108,7 @@ def ascend(
     keep_last: bool = False,
     early_stop: bool = False,
     l1_fraction: float = 0.01,
+    chunk: int | None = None,
 ) -> Ascent:
     """Projected steepest ascent of ``objective`` from ``z0`` for ``steps`` steps, per sample, no loop over samples.
 
@@ -106,6 +127,8 @@ def ascend(
             maximisation does.
         early_stop: stop moving a sample once its success flag is set (it keeps that iterate).
         l1_fraction: fraction of coordinates moved by an L1 step.
+        chunk: samples per forward/backward pass (:func:`advlab.attacks.tensors.chunk_size`: ``None`` is the
+            device's default, ``0`` the whole batch); only where the work is split, not the result.
 
     Returns:
         :class:`Ascent`.
@@ -114,10 +137,11 @@ def ascend(
     alpha = torch.as_tensor(step_size, dtype=z0.dtype, device=z0.device)
     alpha = alpha.expand(n).clone() if alpha.ndim == 0 else alpha.flatten().clone()
     z = z0.detach().clone()
+    chunk_size(z0, chunk)  # a bad chunk is refused before any work
     if keep_last:
         value = torch.full((n,), -math.inf, dtype=z0.dtype, device=z0.device)
         for k in range(steps):
-            value, grad, _ = _value_and_grad(objective, z, None, grad=True)
+            value, grad, _ = _value_and_grad(objective, z, None, True, chunk)
             a = alpha * (1 - k / steps) if decay else alpha
             z = project(z + per_sample(a, z) * steepest_direction(grad, norm, z, l1_fraction), None)
         return Ascent(z, value, torch.zeros(n, dtype=torch.bool, device=z0.device))
@@ -127,7 +151,7 @@ def ascend(
     rows: Tensor | None = None  # the samples still moving (None: all of them)
     for k in range(steps + 1):
         last = k == steps
-        value, grad, succ = _value_and_grad(objective, z, rows, grad=not last)
+        value, grad, succ = _value_and_grad(objective, z, rows, not last, chunk)
         succ = torch.zeros_like(value, dtype=torch.bool) if succ is None else succ
         if rows is None:
             upd = better(value, succ, best_value, best_succ)

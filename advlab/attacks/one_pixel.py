@@ -1,4 +1,6 @@
-"""One-pixel (few-pixel) attack by differential evolution (Su, Vargas and Sakurai, 2017).
+"""Few-pixel (L0) attacks: the one-pixel attack by differential evolution (Su, Vargas and Sakurai, 2017), which
+reads only the model's outputs, and a greedy gradient attack (:func:`greedy_pixels`, in the spirit of Papernot et
+al.'s saliency-map attack) that follows the input gradient.
 
 A candidate is ``pixels`` tuples ``(row, col, v_1, ..., v_C)``: overwrite the pixel at (row, col)
 with the values v in [0, 1]. Differential evolution DE/rand/1 with F = 0.5 evolves a population per
@@ -21,11 +23,12 @@ import dataclasses
 import torch
 from torch import Tensor, nn
 
+from advlab.attacks.core import loss_and_grad
 from advlab.attacks.result import AttackResult, finish
 from advlab.attacks.tensors import check_inputs, check_logits, eval_mode, logits_of, on_model_device
 from advlab.config import AdvlabError
 
-__all__ = ["changed_pixels", "one_pixel"]
+__all__ = ["changed_pixels", "greedy_pixels", "one_pixel"]
 
 _ELEMENT_BUDGET = 2**26  # default cap on elements per forward pass (about 256 MB of float32 input)
 
@@ -33,6 +36,46 @@ _ELEMENT_BUDGET = 2**26  # default cap on elements per forward pass (about 256 M
 def changed_pixels(x: Tensor, x_adv: Tensor) -> Tensor:
     """(N,) number of pixel locations (H, W) where any channel differs: the L0 norm used here."""
     return (x_adv != x).any(dim=1).flatten(1).sum(1).to(x.dtype)
+
+
+@on_model_device
+def greedy_pixels(model: nn.Module, x: Tensor, y: Tensor, pixels: int) -> AttackResult:
+    """Gradient-based L0 attack: ``pixels`` times, set to 0 or 1 the not yet changed pixel whose first-order gain in
+    the cross-entropy is largest (all of a pixel's channels together), for every image of the batch at once.
+
+    The first-order gain of setting pixel j to 1 is ``g_j (1 - x_j)`` and to 0 is ``-g_j x_j``, for ``g`` the
+    gradient of the loss w.r.t. the input (summed over channels). One forward and one backward per changed pixel.
+
+    Args:
+        model: returns logits (N, K) for inputs in [0, 1]; attacked in eval mode.
+        x: (N, C, H, W) images in [0, 1]; y: (N,) true labels.
+        pixels: pixel locations to change (the L0 budget, :func:`changed_pixels`).
+
+    Returns:
+        :class:`~advlab.attacks.result.AttackResult` with L0 norms (changed pixel locations).
+    """
+    x, y = check_inputs(x, y)
+    if x.ndim != 4:
+        raise AdvlabError(f"greedy_pixels attacks images shaped (N, C, H, W); got shape {tuple(x.shape)}.")
+    if isinstance(pixels, bool) or int(pixels) != pixels or pixels < 1:
+        raise AdvlabError(f"pixels must be a positive integer, got {pixels!r}.")
+    n, c, h, w = x.shape
+    x_adv = x.clone()
+    changed = torch.zeros(n, h * w, dtype=torch.bool, device=x.device)
+    rows = torch.arange(n, device=x.device)
+    with eval_mode(model):
+        check_logits(logits_of(model, x[:1]), y)
+        for _ in range(min(int(pixels), h * w)):
+            _, grad, _ = loss_and_grad(model, x_adv, y)
+            g, flat = grad.view(n, c, h * w), x_adv.view(n, c, h * w)
+            gain = (g * (1 - flat)).clamp_min(0) + (-g * flat).clamp_min(0)  # per channel: the better of 1 and 0
+            j = gain.sum(1).masked_fill(changed, -float("inf")).argmax(1)  # (N,) the pixel location to change
+            flat = flat.clone()
+            flat[rows, :, j] = (g[rows, :, j] > 0).to(x.dtype)
+            changed[rows, j] = True
+            x_adv = flat.view_as(x)
+        result = finish(model, x, x_adv, y, 2.0)
+    return dataclasses.replace(result, norms=changed_pixels(x, result.x_adv), norm=0.0)
 
 
 def _apply(x: Tensor, cand: Tensor) -> Tensor:
@@ -60,7 +103,7 @@ def _apply(x: Tensor, cand: Tensor) -> Tensor:
 
 def _fitness(model: nn.Module, imgs: Tensor, labels: Tensor, targeted: bool, max_batch: int) -> tuple[Tensor, Tensor]:
     """Fitness (lower is better) and success of (n * P, C, H, W) images; ``labels`` is (n * P,)."""
-    logits = logits_of(model, imgs, batch_size=max_batch)
+    logits = logits_of(model, imgs, max_batch)
     prob = logits.softmax(1).gather(1, labels[:, None]).squeeze(1)
     pred = logits.argmax(1)
     return (-prob, pred == labels) if targeted else (prob, pred != labels)

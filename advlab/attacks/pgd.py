@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from advlab.attacks.core import Objective, attack_loss, check_loss, is_success, per_sample, project
 from advlab.attacks.core import random_start as _random_start
-from advlab.attacks.engine import ascend, better, default_step_size
+from advlab.attacks.engine import ascend, better, default_step_size, select_rows
 from advlab.attacks.result import AttackResult, finish
 from advlab.attacks.tensors import (
     as_eps,
@@ -37,6 +37,7 @@ def _run(
     l1_fraction: float,
     generator: torch.Generator | None,
     early_stop: bool = False,
+    chunk: int | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """One PGD run on a batch with the engine (:func:`advlab.attacks.engine.ascend`) in pixel space; returns the
     best iterate (N, *), its objective (N,) and success (N,)."""
@@ -44,20 +45,20 @@ def _run(
         lo, hi = (x - per_sample(eps, x)).clamp_(min=0), (x + per_sample(eps, x)).clamp_(max=1)
 
         def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
-            return torch.minimum(torch.maximum(z, lo if rows is None else lo[rows]), hi if rows is None else hi[rows])
+            return torch.minimum(torch.maximum(z, select_rows(lo, rows)), select_rows(hi, rows))
     else:
 
         def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
-            xr, er = (x, eps) if rows is None else (x[rows], eps[rows])
+            xr, er = select_rows(x, rows), select_rows(eps, rows)
             return xr + project(z - xr, xr, er, p)
 
     def objective(z: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
-        yr = y if rows is None else y[rows]
+        yr = select_rows(y, rows)
         logits = model(z)
         return attack_loss(logits, yr, loss, targeted), is_success(logits.detach(), yr, targeted)
 
     z0 = x + _random_start(x, eps, p, generator) if start else x
-    out = ascend(objective, z0, feasible, steps, alpha, p, early_stop=early_stop, l1_fraction=l1_fraction)
+    out = ascend(objective, z0, feasible, steps, alpha, p, early_stop=early_stop, l1_fraction=l1_fraction, chunk=chunk)
     return out.z, out.value, out.success
 
 
@@ -77,6 +78,7 @@ def pgd(
     l1_fraction: float = 0.01,
     generator: torch.Generator | None = None,
     early_stop: bool = False,
+    chunk: int | None = None,
 ) -> AttackResult:
     """Projected gradient ascent on the loss inside ``B_ε(x) ∩ [0, 1]^d`` (eq. 7 of the survey, for any Lp).
 
@@ -106,6 +108,10 @@ def pgd(
         early_stop: stop attacking a sample at its first success (it keeps that iterate). Robust accuracy is
             the same and a weak model costs far fewer steps; leave it off to maximise the loss (eq. 1), e.g.
             when crafting examples for adversarial training.
+        chunk: samples per forward/backward pass: ``None`` is the device's default
+            (:func:`advlab.attacks.tensors.chunk_size`: at most 334 MNIST images on a CPU, the whole batch on a GPU),
+            ``0`` the whole batch. It changes the speed, not the result: the random starts are drawn for the whole
+            batch first.
 
     Returns:
         :class:`~advlab.attacks.result.AttackResult` re-checked in eval mode.
@@ -144,13 +150,13 @@ def pgd(
                 break
             xr, lr, sr = _run(
                 model, x[idx], y[idx], eps_t[idx], alpha[idx], p, int(steps), random_start, targeted, loss,
-                l1_fraction, generator, early_stop,
+                l1_fraction, generator, early_stop, chunk,
             )
             upd = better(lr, sr, best_loss[idx], best_succ[idx])
             best_x[idx[upd]] = xr[upd]
             best_loss[idx[upd]] = lr[upd]
             best_succ[idx] = best_succ[idx] | sr
-        return finish(model, x, best_x, y, p, targeted)
+        return finish(model, x, best_x, y, p, targeted, chunk)
 
 
 @on_model_device

@@ -50,16 +50,18 @@ class AttackResult:
         )
 
 
-def finish(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, p: float, targeted: bool = False) -> AttackResult:
+def finish(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, p: float, targeted: bool = False,
+           chunk: int | None = None) -> AttackResult:
     """Re-check ``x_adv`` in eval mode and build the :class:`AttackResult`.
 
     ``y`` is the true label (untargeted) or the target label (targeted). Non-finite inputs are refused: a NaN
-    would be classified as class 0 and counted as a success.
+    would be classified as class 0 and counted as a success. ``chunk``: samples per forward
+    (:func:`advlab.attacks.tensors.chunk_size`).
     """
     if not bool(torch.isfinite(x_adv).all()):
         raise AdvlabError("The attack produced non-finite inputs (NaN or inf), so its result cannot be trusted; check "
                           "eps and step_size, and that the model's gradients are finite.")
     x_adv = x_adv.detach().clamp(0, 1)
-    pred = logits_of(model, x_adv).argmax(1)
+    pred = logits_of(model, x_adv, chunk).argmax(1)
     success = pred == y if targeted else pred != y
     return AttackResult(x_adv=x_adv, success=success, norms=lp_norm(x_adv - x, p), pred=pred, norm=p)

@@ -78,10 +78,10 @@ def _meta_gaussian(s: int) -> Tensor:
     return block / block.norm().clamp_min(1e-12)
 
 
-def _margin(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+def _margin(model: nn.Module, x: Tensor, y: Tensor, chunk: int | None) -> Tensor:
     """``z_y - max_{j≠y} z_j`` (N,): positive while the prediction is y."""
     with torch.no_grad():
-        return -margin_loss(model(x), y)
+        return -margin_loss(logits_of(model, x, chunk), y)
 
 
 @on_model_device
@@ -94,6 +94,7 @@ def square(
     queries: int = 5000,
     p_init: float | None = None,
     generator: torch.Generator | None = None,
+    chunk: int | None = None,
 ) -> AttackResult:
     """Square Attack: random search on the margin loss with square windows; logits only, no gradients.
 
@@ -106,6 +107,8 @@ def square(
             first success.
         p_init: fraction of pixels in the first window (default 0.8, as AutoAttack).
         generator: a CPU ``torch.Generator`` for the windows and signs (reproducibility).
+        chunk: samples per forward pass (``None``: the device's default, see
+            :func:`advlab.attacks.tensors.chunk_size`; ``0``: the whole batch); the speed changes, not the result.
 
     Returns:
         :class:`~advlab.attacks.result.AttackResult` (success: the prediction is not y), re-checked in eval mode.
@@ -134,7 +137,7 @@ def square(
         else:
             delta = _l2_init(x, eps_t, generator)
         best = (x + delta).clamp(0, 1)
-        margin = _margin(model, best, y)
+        margin = _margin(model, best, y, chunk)
         rows = (margin > 0).nonzero().squeeze(1)
         for q in range(1, int(queries)):
             if rows.numel() == 0:
@@ -150,13 +153,13 @@ def square(
                 cand = torch.minimum(torch.maximum(cand, xr - er), xr + er).clamp_(0, 1)
             else:
                 cand = _l2_step(xr, br, eps_t[rows], frac, generator)
-            m_new = _margin(model, cand, y[rows])
+            m_new = _margin(model, cand, y[rows], chunk)
             take = m_new < margin[rows]
             if bool(take.any()):
                 best[rows[take]] = cand[take]
                 margin[rows[take]] = m_new[take]
             rows = rows[margin[rows] > 0]
-        return finish(model, x, best, y, p)
+        return finish(model, x, best, y, p, chunk=chunk)
 
 
 def _l2_init(x: Tensor, eps: Tensor, gen: torch.Generator | None) -> Tensor:

@@ -320,15 +320,55 @@ def eval_mode(model: nn.Module, warn: bool = True) -> Iterator[nn.Module]:
             m.training = mode
 
 
+# ------------------------------------------------------------------------------------------------------ chunks
+CPU_CHUNK_ELEMENTS = 1 << 18
+"""Most input elements per forward/backward on a CPU: 334 MNIST images, 85 CIFAR images. Above a few hundred MNIST
+images (a hundred CIFAR images) a model's work no longer stays in the CPU's caches and costs more per image; below,
+the time per image is flat. A batch larger than this is split into equal chunks (1,000 MNIST images: 3 of 334;
+256 CIFAR images: 4 of 64), measured in ``python benchmarks/chunks.py`` (docs/chunks.md). A fixed rule, not a
+timing-based autotune: which chunk runs must not depend on the machine's load."""
+
+
+def chunk_size(x: Tensor, chunk: int | None = None) -> int:
+    """Samples per forward/backward pass for the batch ``x`` (N, *): the per-device default or ``chunk``.
+
+    Args:
+        x: (N, *) the batch; its device and per-sample size set the default.
+        chunk: ``None`` for the default (on a CPU: the batch split into the fewest equal chunks of at most
+            :data:`CPU_CHUNK_ELEMENTS` input elements, at least one sample each; on a GPU the whole batch, which is
+            what a GPU is fast at); ``0`` for the whole batch; ``k >= 1`` for ``k`` samples.
+
+    Chunking changes where the work is split, never the result: every per-sample quantity is computed from that
+    sample alone (models are attacked in eval mode), and random draws are made for the whole batch.
+    """
+    n = max(len(x), 1)
+    if chunk is None:
+        if x.device.type != "cpu":
+            return n
+        cap = max(1, CPU_CHUNK_ELEMENTS // max(x[0].numel() if len(x) else 1, 1))
+        return -(-n // -(-n // cap))  # ceil(n / ceil(n / cap)): equal chunks, none above the cap
+    if isinstance(chunk, bool) or int(chunk) != chunk or chunk < 0:
+        raise AdvlabError(f"chunk must be None (the device's default), 0 (the whole batch) or a positive number of "
+                          f"samples, got {chunk!r}.")
+    return n if chunk == 0 else min(n, int(chunk))
+
+
+def chunk_slices(n: int, size: int) -> list[slice]:
+    """The consecutive slices of ``range(n)`` of length ``size`` (the last one shorter)."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, max(size, 1))]
+
+
 @on_model_device
 @torch.no_grad()
-def logits_of(model: nn.Module, x: Tensor, batch_size: int = 1024) -> Tensor:
-    """Logits (N, K) of ``model`` on ``x``, computed in batches without gradients (the model's mode is left as is:
-    attacks call it inside :func:`eval_mode`). A model that cannot take ``x``'s shape gets a clear error."""
+def logits_of(model: nn.Module, x: Tensor, chunk: int | None = None) -> Tensor:
+    """Logits (N, K) of ``model`` on ``x``, computed in chunks (:func:`chunk_size`) without gradients (the model's
+    mode is left as is: attacks call it inside :func:`eval_mode`). A model that cannot take ``x``'s shape gets a
+    clear error."""
     if not callable(model):
         raise AdvlabError(f"model must be a torch.nn.Module, got a {type(model).__name__}.")
+    size = chunk_size(x, chunk)
     try:
-        outs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        outs = [model(x[s]) for s in chunk_slices(len(x), size)]
     except RuntimeError as err:
         if "shape" not in str(err) and "size" not in str(err) and "dimension" not in str(err):
             raise

@@ -33,6 +33,7 @@ SECTIONS = {
     "04a": "attacks",
     "04b": "defenses",
     "05": "generalization",
+    "06": "conclusion",
 }
 for _module in SECTIONS.values():
     importlib.import_module(f"advlab.checks.{_module}")

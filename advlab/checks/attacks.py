@@ -266,6 +266,159 @@ def check_cw_margin(fn: Callable) -> str:
     return "matches max(z_y - max_{j≠y} z_j, -κ) incl. all-negative logits, ties, κ > 0 and 2 classes."
 
 
+class _CWInner:
+    """A stand-in for Carlini–Wagner's inner optimiser with a known answer: the ``inner`` the check hands over.
+
+    Sample i succeeds iff ``c >= threshold[i]``; its perturbation, along a fixed unit direction, has an L2 norm that
+    wiggles with log c (the real optimiser's does too: a larger c does not always give a larger perturbation). Every
+    call is recorded; a call that is not the whole batch with one c per sample raises :class:`Mismatch` at once.
+    """
+
+    def __init__(self, x: Tensor, thresholds: list[float], seed: int) -> None:
+        g = _gen(seed)
+        n = len(x)
+        d = torch.randn(x.shape, generator=g, dtype=torch.float64)
+        self.x = x.clone()
+        self.direction = d / _col(d.flatten(1).norm(dim=1), d)
+        self.threshold = torch.tensor(thresholds, dtype=torch.float64)
+        self.scale = 0.08 + 0.1 * torch.rand(n, generator=g, dtype=torch.float64)
+        self.phase = 2 * math.pi * torch.rand(n, generator=g, dtype=torch.float64)
+        self.calls: list[Tensor] = []  # the c of every call, float64 (N,)
+        self.results: list[tuple[Tensor, Tensor]] = []
+
+    def __call__(self, x: Tensor, y: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        n = len(self.x)
+        if not isinstance(x, Tensor) or tuple(x.shape) != tuple(self.x.shape):
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise Mismatch(f"inner was called on x of shape {got}, not on the whole batch {tuple(self.x.shape)}.",
+                           "no Python loop over samples: call inner(x, y, c) once per search step, on the whole "
+                           "batch, with c of shape (N,) holding every sample's own constant.")
+        if not isinstance(c, Tensor) or tuple(c.shape) != (n,):
+            got = f"shape {tuple(c.shape)}" if isinstance(c, Tensor) else f"a {type(c).__name__}"
+            raise Mismatch(f"inner was called with c as {got}, not one constant per sample (shape ({n},)).",
+                           "keep c as a (N,) tensor, torch.full((len(x),), c_init), and update it per sample with "
+                           "torch.where: one shared c for the batch cannot be right for every sample.")
+        if not torch.equal(x.detach().cpu().double(), self.x):
+            raise Mismatch("inner was called on a modified x.",
+                           "every search step restarts from the original input: pass x itself to inner.")
+        c = c.detach().cpu().double()
+        if not bool(torch.isfinite(c).all()) or bool((c <= 0).any()):
+            raise Mismatch("inner was called with a c that is not positive and finite (0, inf or NaN).",
+                           "while no c has succeeded (upper bound still unbounded), multiply c by 10 instead of "
+                           "bisecting with an infinite upper bound; lower starts at 0, c at c_init.")
+        self.calls.append(c.clone())
+        radius = self.scale * (1 + 0.6 * torch.sin(2.0 * torch.log(c) + self.phase))
+        x_adv = self.x + _col(radius, self.x) * self.direction
+        success = c >= self.threshold
+        self.results.append((x_adv.clone(), success.clone()))
+        return x_adv.to(x.dtype), success
+
+
+def _cw_search_reference(inner: Callable, x: Tensor, y: Tensor, c_init: float, search_steps: int,
+                         keep: str = "best") -> Tensor:
+    """The per-sample binary search over c (Carlini & Wagner), and ``keep`` = last-success | last | any-min mistakes."""
+    c = torch.full((len(x),), float(c_init), dtype=torch.float64)
+    lower, upper = torch.zeros_like(c), torch.full_like(c, math.inf)
+    best_l2, best = torch.full_like(c, math.inf), x.clone()
+    for _ in range(search_steps):
+        x_adv, success = inner(x, y, c)
+        l2 = (x_adv - x).flatten(1).norm(dim=1)
+        take = {"best": success & (l2 < best_l2), "last-success": success,
+                "last": torch.ones_like(success), "any-min": l2 < best_l2}[keep]
+        best_l2 = torch.where(take, l2, best_l2)
+        best = torch.where(_col(take, x), x_adv, best)
+        upper = torch.where(success, torch.minimum(upper, c), upper)
+        lower = torch.where(success, lower, torch.maximum(lower, c))
+        c = torch.where(torch.isfinite(upper), (lower + upper) / 2, c * 10)
+    return best
+
+
+def _c_mismatch(calls: list[Tensor], want: list[Tensor], inner: _CWInner, c_init: float, steps: int) -> None:
+    """Explain the first search step where the learner's c differs from the reference's (or its number of calls)."""
+    if len(calls) != steps:
+        raise Mismatch(f"inner was called {len(calls)} times for search_steps = {steps}.",
+                       "call inner exactly search_steps times, once per search step with all samples at once (use "
+                       "the arguments search_steps and c_init you are given), and do not stop early.")
+    for k, (got, ref) in enumerate(zip(calls, want)):
+        if torch.allclose(got, ref, rtol=1e-6, atol=0.0):
+            continue
+        if k == 0:
+            raise Mismatch(f"the first search step used c = {got.tolist()}, not c_init = {c_init:g} for every "
+                           "sample.", "start every sample at c = c_init: torch.full((len(x),), c_init).")
+        if bool((got == got[0]).all()) and not bool((ref == ref[0]).all()):
+            raise Mismatch(f"search step {k + 1} gave every sample the same c, although their previous steps "
+                           "ended differently (some succeeded, some failed).",
+                           "the search is per sample: keep lower, upper and c as (N,) tensors and update each with "
+                           "torch.where(success, ..., ...); no single c for the whole batch.")
+        i = int((~torch.isclose(got, ref, rtol=1e-6, atol=0.0)).nonzero()[0])
+        prev = want[k - 1][i].item()
+        succeeded = prev >= inner.threshold[i].item()
+        if succeeded and got[i].item() > prev:
+            raise Mismatch(f"sample {i} succeeded with c = {prev:.4g}, and your next c is larger "
+                           f"({got[i].item():.4g}).",
+                           "a success means c can be smaller: it sets the UPPER bound (upper = min(upper, c)); a "
+                           "failure sets the LOWER bound (lower = max(lower, c)). Are the two updates swapped?")
+        if not succeeded and got[i].item() < prev:
+            raise Mismatch(f"sample {i} failed with c = {prev:.4g}, and your next c is smaller "
+                           f"({got[i].item():.4g}).",
+                           "a failure means c must grow: it sets the LOWER bound (lower = max(lower, c)); a success "
+                           "sets the UPPER bound. Are the two updates swapped?")
+        if not succeeded and not any(want[j][i].item() >= inner.threshold[i].item() for j in range(k)):
+            raise Mismatch(f"sample {i} has not succeeded yet (c = {prev:.4g}); your next c is "
+                           f"{got[i].item():.4g}, not 10·c.",
+                           "with no successful c yet (upper bound still infinite) there is nothing to bisect: "
+                           "multiply c by 10.")
+        raise Mismatch(f"search step {k + 1}: sample {i} got c = {got[i].item():.4g}, expected "
+                       f"{ref[i].item():.4g}.",
+                       "after each step: success -> upper = min(upper, c), failure -> lower = max(lower, c); then "
+                       "c = (lower + upper) / 2 where upper is finite, else c·10.")
+
+
+@register("cw_search", "CW binary search over c", "04a",
+          "inner(x, y, c) returns (x_adv, success); keep c, lower, upper, best_l2 as (N,) tensors and update them "
+          "with torch.where.")
+def check_cw_search(fn: Callable) -> str:
+    """``cw_search(inner, x, y, c_init=1.0, search_steps=9) -> x_adv``: the per-sample binary search over CW's c."""
+    cases = [
+        (_images(8, (1, 3, 3), _gen(21), saturate=0.0) * 0.4 + 0.3,
+         [0.003, 0.37, 1.0, 2.6, 37.0, 930.0, math.inf, 0.081], 1.0, 9, 22),
+        (_images(5, (6,), _gen(23), saturate=0.0) * 0.4 + 0.3, [0.0021, 4.3, math.inf, 0.56, 1300.0], 0.1, 6, 24),
+    ]
+    for x, thresholds, c_init, steps, seed in cases:
+        y = torch.arange(len(x)) % 3
+        inner = _CWInner(x, thresholds, seed)
+        x0, y0 = x.clone(), y.clone()
+        out = _tensor(fn(inner, x, y, c_init=c_init, search_steps=steps), "cw_search")
+        _unchanged([x0, y0], [x, y], "x or y")
+        _shape(out, x.shape, "x_adv", "return the best perturbed input per sample, shaped like x.")
+        ref_inner = _CWInner(x, thresholds, seed)
+        ref = _cw_search_reference(ref_inner, x, y, c_init, steps)
+        _c_mismatch(inner.calls, ref_inner.calls, ref_inner, c_init, steps)
+        if _close(out, ref, 1e-6):
+            continue
+        for keep, what, hint in [
+            ("last-success", "you return the last successful x_adv, not the smallest successful one.",
+             "the perturbation does not shrink monotonically with c: keep best_l2 per sample and replace only when "
+             "success & (l2 < best_l2)."),
+            ("last", "you return the x_adv of the last search step.",
+             "keep the best successful x_adv over all search steps (success & (l2 < best_l2))."),
+            ("any-min", "you keep the smallest perturbation even when it did not succeed.",
+             "only a successful x_adv counts: replace when success & (l2 < best_l2)."),
+        ]:
+            if _close(out, _cw_search_reference(_CWInner(x, thresholds, seed), x, y, c_init, steps, keep), 1e-6):
+                raise Mismatch(what, hint)
+        never = torch.isinf(ref_inner.threshold)
+        if not _close(out[never], x[never], 1e-9):
+            raise Mismatch("a sample that never succeeded was returned perturbed.",
+                           "start from best = x.clone() and replace a sample only with a SUCCESSFUL x_adv: a sample "
+                           "that never succeeds comes back unchanged.")
+        raise Mismatch("x_adv is not the smallest successful perturbation found over the search steps.",
+                       "l2 = (x_adv - x).flatten(1).norm(dim=1); better = success & (l2 < best_l2); update best_l2 "
+                       "and best with torch.where(better, ...).")
+    return ("per-sample bounds (a success lowers the upper bound, a failure raises the lower one, ×10 while "
+            "unbounded), the smallest successful perturbation kept, unsuccessful samples unchanged.")
+
+
 def _deepfool_variant(model: nn.Module, x: Tensor, y: Tensor, overshoot: float, max_iter: int, mode: str) -> Tensor:
     """Short reference DeepFool (L2, all classes) and two classic mistakes: ``mode`` is total | none | last."""
     k = model(x[:1]).shape[1]

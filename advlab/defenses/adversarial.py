@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from advlab import train
 from advlab.attacks.core import project
-from advlab.attacks.engine import ascend, default_step_size
+from advlab.attacks.engine import ascend, default_step_size, select_rows
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.pgd import pgd
 from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, parse_norm
@@ -449,7 +449,7 @@ def trades_adversary(
         z0 = x + project(0.001 * noise, x, eps_t, p)
 
         def objective(z: Tensor, rows: Tensor | None) -> tuple[Tensor, None]:
-            return kl_divergence(logits, model(z)), None
+            return kl_divergence(select_rows(logits, rows), model(z)), None
 
         def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
             return x + project(z - x, x, eps_t, p)

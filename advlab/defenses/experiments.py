@@ -15,10 +15,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from advlab import config, data, models, train, zoo
+from advlab.attacks import greedy_pixels, logits_of, one_pixel, pgd, transfer
 from advlab.config import AdvlabError
 from advlab.data.splits import stratified_subset
 from advlab.defenses.adversarial import fgsm_rs_at, label_leaking_eval, one_step_at, pgd_at, vat_train
-from advlab.eval import pgd_accuracy, robust_accuracy, robustness_record
+from advlab.eval import autoattack_attacks, pgd_accuracy, robust_accuracy, robustness_record
 from advlab.train import accuracy_interval
 
 TABLE_MODELS = (
@@ -202,4 +203,96 @@ def data_size_experiment(
             bar.update(1)
         out[method] = rows
     bar.close()
+    return out
+
+
+@config.isolated
+def autoattack_table(
+    models: dict[str, str], n: int, eps: float = 0.3, norm: str | float = "inf", seed: int = 0,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """AutoAttack-grade robust accuracy (:func:`advlab.eval.robust_accuracy`'s default) of zoo models on the first
+    ``n`` class-balanced MNIST test images (``data.load("mnist", "test", n=n)``, notebook 04b's evaluation images).
+
+    The evaluation that 04b's first table reports beside FGSM and PGD: Square's 5,000 queries on every image the
+    gradient attacks leave robust make it the slowest cell of the course, so it is computed once and cached
+    (``python -m advlab.results defenses-autoattack-mnist --ship``).
+
+    Args:
+        models: ``{display name: zoo name}``.
+        n: test images; eps, norm: the threat model (pixel units); seed: the attacks' random starts.
+
+    Returns:
+        ``{display name: {"zoo", "n", "clean_accuracy", "robust_accuracy", "interval" ([low, high], 95 %),
+        "robust" ("0"/"1" per image: survived every attack), "summary" (the report's text table)}}``.
+    """
+    x, y, _ = data.load("mnist", "test", n=n)
+    dev = config.device()
+    x, y = x.to(dev), y.to(dev)
+    out: dict[str, dict[str, Any]] = {}
+    for name, zoo_name in tqdm(models.items(), desc="AutoAttack-grade evaluation", disable=not progress):
+        model = zoo.load(zoo_name, progress=False).to(dev).eval()
+        rep = robust_accuracy(model, x, y, eps, norm, seed=seed)
+        out[name] = {"zoo": zoo_name, "n": rep.n, "clean_accuracy": rep.clean_accuracy,
+                     "robust_accuracy": rep.robust_accuracy, "interval": list(rep.interval),
+                     "robust": "".join("1" if r else "0" for r in rep.robust.tolist()), "summary": rep.summary()}
+    return out
+
+
+@config.isolated
+def cross_threat_table(
+    models: dict[str, str], n: int = 100, pixels: int = 10, seed: int = 0, progress: bool = True,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Schott et al. (2018): robust accuracy of zoo models in four threat models, each under a gradient-based and a
+    gradient-free attack, on the first ``n`` of the 500 class-balanced MNIST test images ``data.load("mnist", "test",
+    n=500)`` (notebook 04b's evaluation images in the fast profile).
+
+    ============  ========================================  ===================================================
+    threat model  gradient-based                            gradient-free
+    ============  ========================================  ===================================================
+    L∞ ε = 0.3    APGD-CE → APGD-T (AutoAttack-grade)       Square, 5,000 queries
+    L2 ε = 2      APGD-CE → APGD-T                          Square-L2, 5,000 queries
+    L1 ε = 10     PGD-L1, 100 steps                         transfer of PGD-L1 from ``mnist-mlp``
+    L0 pixels     :func:`advlab.attacks.greedy_pixels`      :func:`advlab.attacks.one_pixel` (DE, 60 × 40)
+    ============  ========================================  ===================================================
+
+    An image counts as robust ("both") only if it survives both attacks. Cached for notebook 04b
+    (``python -m advlab.results cross-threat-mnist --ship``).
+
+    Returns:
+        ``{threat model: {model name: {"gradient", "gradient-free", "both"}}}``, accuracies over the n images.
+    """
+    x, y, _ = data.load("mnist", "test", n=500)
+    dev = config.device()
+    x, y = x[:n].to(dev), y[:n].to(dev)
+    mlp = zoo.load("mnist-mlp", progress=False).to(dev).eval()  # the transfer surrogate: another architecture
+
+    def gen() -> torch.Generator:
+        return torch.Generator().manual_seed(seed)
+
+    aa = autoattack_attacks(seed=seed)
+    gradient_aa = {k: v for k, v in aa.items() if not k.startswith("square")}
+    square_aa = {k: v for k, v in aa.items() if k.startswith("square")}
+    pgd_l1 = {"pgd-l1-100": lambda m, x, y, e, p: pgd(m, x, y, e, norm=p, steps=100, generator=gen())}
+    transfer_l1 = {"transfer-mlp": lambda m, x, y, e, p: transfer(pgd, mlp, m, x, y, eps=e, norm=p, steps=100,
+                                                                   generator=gen())}
+    threats = [("L∞ ε = 0.3", 0.3, "inf", gradient_aa, square_aa), ("L2 ε = 2", 2.0, 2, gradient_aa, square_aa),
+               ("L1 ε = 10", 10.0, 1, pgd_l1, transfer_l1)]
+    out: dict[str, dict[str, dict[str, float]]] = {t[0]: {} for t in threats}
+    out[f"L0 {pixels} pixels"] = {}
+
+    def row(grad_ok: Tensor, free_ok: Tensor) -> dict[str, float]:
+        return {"gradient": grad_ok.float().mean().item(), "gradient-free": free_ok.float().mean().item(),
+                "both": (grad_ok & free_ok).float().mean().item()}
+
+    for name, zoo_name in tqdm(models.items(), desc="four threat models", disable=not progress):
+        model = zoo.load(zoo_name, progress=False).to(dev).eval()
+        for threat, eps, norm, grad_attacks, free_attacks in threats:
+            grad_ok = robust_accuracy(model, x, y, eps, norm, attacks=grad_attacks).robust
+            free_ok = robust_accuracy(model, x, y, eps, norm, attacks=free_attacks).robust
+            out[threat][name] = row(grad_ok, free_ok)
+        correct = logits_of(model, x).argmax(1) == y
+        greedy = greedy_pixels(model, x, y, pixels)
+        de = one_pixel(model, x, y, pixels=pixels, population=60, generations=40, seed=seed)
+        out[f"L0 {pixels} pixels"][name] = row(correct & ~greedy.success, correct & ~de.success)
     return out

@@ -11,6 +11,11 @@ start: PGD reports high "robust accuracy". Yet the classifier underneath is as f
   white-box).
 
 Run ``python -m advlab.defenses.masking`` for the numbers of ``docs/defenses.md``.
+
+The zoo's ``mnist-cnn-defended`` (registered by :mod:`advlab.defenses.recipes`) is the unseen model of the capstone of
+``solutions/06_conclusion.ipynb``: :func:`quantized_mnist_net`, a CNN trained for a few epochs behind the rounding,
+whose record holds only the robust accuracy a naive evaluation *claims* (:func:`claimed_robustness_record`: FGSM and
+PGD, :func:`advlab.eval.pgd_attacks`) and, on purpose, no AutoAttack-grade number.
 """
 
 from __future__ import annotations
@@ -22,10 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from advlab import models
 from advlab.attacks.pgd import pgd
 from advlab.attacks.square import square
 from advlab.attacks.tensors import check_inputs
 from advlab.config import AdvlabError
+from advlab.eval import robust_accuracy
+from advlab.train import accuracy_interval
 
 
 class InputQuantization(nn.Module):
@@ -71,6 +79,41 @@ class BPDA(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         g = self.defended.preprocess(x)
         return self.defended.model(x + (g - x).detach())
+
+
+def quantized_mnist_net(levels: int = 8, width: float = 1.0) -> InputQuantization:
+    """Wong et al.'s MNIST CNN (:func:`advlab.models.mnist_net`) behind :class:`InputQuantization`: the architecture
+    of the zoo's ``mnist-cnn-defended``. Trained as it stands, the CNN learns on quantised digits (the rounding sits
+    on the input only, so the weights get ordinary gradients); attacked as it stands, every input gradient is 0."""
+    return InputQuantization(models.mnist_net(width=width), levels)
+
+
+CLAIM_NOTE = ("the robust accuracy claimed for this model: what the FGSM/PGD chain of advlab.eval.pgd_attacks "
+              "reports; a claim to verify, not an AutoAttack-grade measurement")
+
+
+def claimed_robustness_record(
+    model: nn.Module, x: Tensor, y: Tensor, eps: float, norm: str | float = "inf", seed: int = 0
+) -> dict[str, Any]:
+    """The robust accuracy a naive evaluation *claims* for ``model``: the record of
+    :func:`advlab.eval.robustness_record` (chain, eps, norm, n, correct, accuracy, 95 % interval, clean accuracy),
+    computed with the FGSM/PGD chain (``robust_accuracy(..., attacks="pgd")``) instead of the AutoAttack-grade
+    default, and labelled as a claim (``"claim"``: :data:`CLAIM_NOTE`). The zoo records it for
+    ``mnist-cnn-defended``."""
+    rep = robust_accuracy(model, x, y, eps, norm, attacks="pgd", seed=seed)
+    correct = int(rep.robust.sum())
+    low, high = accuracy_interval(correct, rep.n)
+    return {
+        "claim": CLAIM_NOTE,
+        "chain": " → ".join(a.name for a in rep.attacks),
+        "eps": float(eps),
+        "norm": "Linf" if rep.norm == float("inf") else f"L{rep.norm:g}",
+        "n": rep.n,
+        "correct": correct,
+        "accuracy": correct / rep.n,
+        "interval_95": [low, high],
+        "clean_accuracy": rep.clean_accuracy,
+    }
 
 
 def masking_report(

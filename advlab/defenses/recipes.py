@@ -6,7 +6,9 @@ module on the zoo's first use (see the zoo's docstring), and this module registe
 * the adversarially trained MNIST CNNs (:mod:`advlab.defenses.adversarial`; see ``docs/defenses.md``): "fast" is
   the 4k training images on a CPU, "full" paper-sized (60k images, Madry et al.'s 40-step PGD, ε = 0.3);
 * the certified ones (``docs/certified.md``): a 1-Lipschitz MLP (:mod:`advlab.defenses.lipschitz`) and the
-  noise-trained base classifiers of randomized smoothing (:mod:`advlab.defenses.smoothing`).
+  noise-trained base classifiers of randomized smoothing (:mod:`advlab.defenses.smoothing`);
+* the masked one (:mod:`advlab.defenses.masking`), the unseen model of 06's capstone: a CNN behind input
+  quantisation whose record holds only the robust accuracy that FGSM and PGD claim for it.
 
 A recipe names its trainer and architecture by the names registered here. They are hashed into the checkpoints'
 keys, so they keep the spelling the shipped checkpoints were built with (the import paths of the time, e.g.
@@ -18,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from advlab import zoo
-from advlab.defenses import adversarial, lipschitz, smoothing
+from advlab.defenses import adversarial, lipschitz, masking, smoothing
 from advlab.zoo import adam_fit, autoattack_eval
 
 for _name, _fn in {
@@ -28,6 +30,8 @@ for _name, _fn in {
     "advlab.defenses.adversarial:trades": adversarial.trades,
     "advlab.smoothing:train_under_noise": smoothing.train_under_noise,
     "advlab.lipschitz:lipschitz_mlp": lipschitz.lipschitz_mlp,
+    "advlab.defenses.masking:quantized_mnist_net": masking.quantized_mnist_net,
+    "advlab.defenses.masking:claimed_robustness_record": masking.claimed_robustness_record,
 }.items():
     zoo.register_function(_name, _fn)
 
@@ -151,6 +155,19 @@ RECIPES: dict[str, dict[str, Any]] = {
             "eval": autoattack_eval(eps, "inf"),
         }
         for eps in (0.1, 0.2)
+    },
+    # solutions/06_conclusion.ipynb, the capstone: a model the student has not seen, with a claim to check. A few epochs
+    # of mnist-cnn's recipe behind an 8-level input quantisation (zero input gradients); its record holds the robust
+    # accuracy that the naive FGSM/PGD chain claims at L∞ ε = 0.3 (labelled as a claim) and, on purpose, no
+    # AutoAttack-grade number: measuring that is the exercise.
+    "mnist-cnn-defended": {
+        "description": "a CNN behind an input-preprocessing defense, with the robust accuracy that FGSM and PGD claim "
+        "for it at L∞ ε = 0.3 (06's capstone: evaluate it yourself)",
+        "arch": ["advlab.defenses.masking:quantized_mnist_net", {"levels": 8}],
+        "data": "mnist",
+        "fit": {"fast": adam_fit(epochs=3, lr=3e-3, shift=1), "full": adam_fit(epochs=3, lr=3e-3, shift=1)},
+        "eval": {"claimed_robust_accuracy": {"fn": "advlab.defenses.masking:claimed_robustness_record",
+                                             "kwargs": {"eps": 0.3, "norm": "inf"}}},
     },
 }
 

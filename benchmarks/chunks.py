@@ -1,0 +1,97 @@
+"""Time per image of one forward + one input-gradient backward against the chunk size, for the course's models.
+
+    python benchmarks/chunks.py                  # writes docs/chunks.md
+    python benchmarks/chunks.py --quick --out -  # a smoke run
+
+On a CPU, a model's work on a few hundred MNIST images stays in the caches and costs less per image than on a batch
+of 1,000; :data:`advlab.attacks.tensors.CPU_CHUNK_ELEMENTS` (the fixed default chunk of every attack and of
+``eval.robust_accuracy``) is read off this table. Every chunk size of a model is timed in each rep, in turn, and the
+best rep is kept (noise only adds time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from _report import write  # benchmarks/_report.py (the script's own folder is on sys.path)
+from torch import Tensor, nn
+
+import advlab
+from advlab import data, models, zoo
+from advlab.attacks.tensors import chunk_size, chunk_slices
+
+
+def pass_time(model: nn.Module, x: Tensor, y: Tensor, chunk: int, passes: int) -> float:
+    """Seconds per image of ``passes`` × (forward + input-gradient backward) over ``x`` in chunks of ``chunk``."""
+    start = time.perf_counter()
+    for _ in range(passes):
+        for s in chunk_slices(len(x), chunk):
+            xr = x[s].clone().requires_grad_(True)
+            torch.autograd.grad(F.cross_entropy(model(xr), y[s], reduction="sum"), xr)
+    return (time.perf_counter() - start) / passes / len(x)
+
+
+def sweep(model: nn.Module, x: Tensor, y: Tensor, sizes: list[int], reps: int, passes: int) -> dict[int, float]:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    best = {c: float("inf") for c in sizes}
+    pass_time(model, x, y, sizes[0], 1)  # warm-up
+    for _ in range(reps):
+        for c in sizes:
+            best[c] = min(best[c], pass_time(model, x, y, c, passes))
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test of the script")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--out", default="docs/chunks.md")
+    args = parser.parse_args(argv)
+    q = args.quick
+    torch.manual_seed(0)
+    mx, my, _ = data.load("mnist", "test", n=32 if q else 1000)
+    cx = torch.rand(32 if q else 256, 3, 32, 32)
+    cases = [
+        ("MNIST CNN (zoo mnist-cnn)", zoo.load("mnist-cnn", progress=False), mx, my,
+         [1000, 500, 334, 250, 167, 128, 64, 32], 5),
+        ("Madry et al.'s MNIST CNN", models.madry_cnn(), mx, my, [1000, 500, 334, 250, 128, 64], 1),
+        ("PreAct-ResNet-18, CIFAR shape", models.preact_resnet18(), cx, None, [256, 128, 85, 64, 42, 32, 16], 1),
+    ]
+    lines = [
+        "# Chunk size against time per image (forward + input-gradient backward)",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, CPU; "
+        f"torch {torch.__version__}, advlab {advlab.__version__}. Command: `python benchmarks/chunks.py "
+        + " ".join(argv if argv is not None else sys.argv[1:]) + "`. Best of "
+        f"{1 if q else args.reps} reps, chunk sizes taking turns within each rep. µs per image; the ratio is to the "
+        "whole batch; **bold** marks the fastest chunk, *italics* advlab's default "
+        "(`advlab.attacks.tensors.CPU_CHUNK_ELEMENTS` input elements).",
+        "",
+        "| model | batch | chunk | µs / image | ratio to the whole batch |",
+        "|---|---|---|---|---|",
+    ]
+    for name, model, x, y, sizes, passes in cases:
+        if y is None:
+            with torch.no_grad():
+                y = model.eval()(x).argmax(1)
+        default = chunk_size(x)
+        sizes = sorted({min(s, len(x)) for s in sizes} | {default}, reverse=True)
+        best = sweep(model, x, y, sizes, 1 if q else args.reps, 1 if q else passes)
+        fastest = min(best, key=best.get)
+        for c in sizes:
+            label = f"**{c}**" if c == fastest else (f"*{c}*" if c == default else str(c))
+            lines.append(f"| {name} | {len(x)} | {label} | {best[c] * 1e6:,.1f} | {best[c] / best[sizes[0]]:.2f} |")
+            print(name, c, f"{best[c] * 1e6:.1f} us/img", file=sys.stderr)
+    write("\n".join(lines) + "\n", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
