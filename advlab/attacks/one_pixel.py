@@ -130,7 +130,7 @@ def one_pixel(
     population: int = 400,
     generations: int = 100,
     targeted: bool = False,
-    seed: int = 0,
+    generator: torch.Generator | None = None,
     f: float = 0.5,
     crossover: float = 1.0,
     max_batch: int | None = None,
@@ -145,7 +145,8 @@ def one_pixel(
         population: candidates per image (P; the paper uses 400).
         generations: most DE generations (the paper uses 100); images stop once fooled.
         targeted: make the model predict ``y`` rather than anything but ``y``.
-        seed: seed of the attack's own random stream (CPU generator; same result on any device).
+        generator: a CPU ``torch.Generator`` for the population and the mutations (reproducibility: the same result
+            on any device); ``None`` draws from torch's global stream, like the other attacks.
         f: DE scale factor F (0.5 in the paper).
         crossover: binomial crossover rate; 1.0 (default, as in the paper) takes the whole mutant.
         max_batch: most images per forward pass; default about 2**26 input elements per pass.
@@ -161,20 +162,21 @@ def one_pixel(
     pop_n, dims = int(population), 2 + c
     if max_batch is None:
         max_batch = max(1, _ELEMENT_BUDGET // (c * h * w))
-    gen = torch.Generator().manual_seed(int(seed))
+    if generator is not None and generator.device.type != "cpu":
+        raise AdvlabError("one_pixel draws its candidates on the CPU: pass a CPU torch.Generator.")
     low = torch.tensor([0.0, 0.0] + [0.0] * c)
     high = torch.tensor([h - 1.0, w - 1.0] + [1.0] * c)
 
     def rand(*shape: int) -> Tensor:
-        return torch.rand(*shape, generator=gen).to(x.device)
+        return torch.rand(*shape, generator=generator).to(x.device)
 
     with eval_mode(model):
         clean_logits = logits_of(model, x)
         check_logits(clean_logits, y)
         clean = clean_logits.argmax(1)
         already = clean == y if targeted else clean != y  # nothing to do: returned unchanged
-        pos = torch.rand(n, pop_n, pixels, 2, generator=gen) * torch.tensor([h, w]) - 0.5
-        val = (0.5 + 0.5 * torch.randn(n, pop_n, pixels, c, generator=gen)).clamp(0, 1)
+        pos = torch.rand(n, pop_n, pixels, 2, generator=generator) * torch.tensor([h, w]) - 0.5
+        val = (0.5 + 0.5 * torch.randn(n, pop_n, pixels, c, generator=generator)).clamp(0, 1)
         cand = torch.cat([pos, val], dim=3).to(x.device, x.dtype)  # (N, P, pixels, 2 + C)
         low, high = low.to(x.device, x.dtype), high.to(x.device, x.dtype)
         labels_rep = y.repeat_interleave(pop_n)
@@ -190,10 +192,10 @@ def one_pixel(
                 break
             m = idx.numel()
             # r1, r2, r3 distinct per (image, member): draw r1, shift r2 past it, skip both for r3
-            r1 = torch.randint(pop_n, (m, pop_n), generator=gen)
-            r2 = (r1 + torch.randint(1, pop_n, (m, pop_n), generator=gen)) % pop_n
+            r1 = torch.randint(pop_n, (m, pop_n), generator=generator)
+            r2 = (r1 + torch.randint(1, pop_n, (m, pop_n), generator=generator)) % pop_n
             a, b = torch.minimum(r1, r2), torch.maximum(r1, r2)
-            r3 = torch.randint(pop_n - 2, (m, pop_n), generator=gen)
+            r3 = torch.randint(pop_n - 2, (m, pop_n), generator=generator)
             r3 = r3 + (r3 >= a).long()
             r3 = r3 + (r3 >= b).long()
             sub = cand[idx]  # (m, P, pixels, dims)
@@ -204,7 +206,7 @@ def one_pixel(
             child = (pick(r1) + f * (pick(r2) - pick(r3))).clamp(low, high)
             if crossover < 1:
                 take = rand(m, pop_n, pixels, dims) < crossover
-                forced = torch.randint(dims, (m, pop_n, pixels, 1), generator=gen).to(x.device)
+                forced = torch.randint(dims, (m, pop_n, pixels, 1), generator=generator).to(x.device)
                 take |= torch.zeros_like(take).scatter_(3, forced, True)
                 child = torch.where(take, child, sub)
             c_fit, c_ok = _fitness(model, _apply(x[idx], child), y[idx].repeat_interleave(pop_n), targeted, max_batch)

@@ -1,8 +1,9 @@
 """The Square Attack (Andriushchenko et al., ECCV 2020): a score-based random search that never uses a gradient.
 
 Each query changes the current perturbation on one random square window (per sample: its own window and signs)
-and keeps the change if the margin ``z_y - max_{j≠y} z_j`` went down. The window's side follows the paper's
-schedule: a fraction ``p`` of the pixels, ``p_init`` at first, halved at fixed fractions of the query budget.
+and keeps the change if the true class's lead ``z_y - max_{j≠y} z_j`` (minus the margin loss) went down. The
+window's side follows the paper's schedule: a fraction ``p`` of the pixels, ``p_init`` at first, halved at fixed
+fractions of the query budget.
 
 * L∞ starts from vertical stripes of ±ε and sets a window of each channel to a fresh random ±ε (relative to x).
 * L2 starts from a grid of "meta-Gaussian" blocks and moves the mass of one window, reshaped into a new
@@ -78,8 +79,9 @@ def _meta_gaussian(s: int) -> Tensor:
     return block / block.norm().clamp_min(1e-12)
 
 
-def _margin(model: nn.Module, x: Tensor, y: Tensor, chunk: int | None) -> Tensor:
-    """``z_y - max_{j≠y} z_j`` (N,): positive while the prediction is y."""
+def _lead(model: nn.Module, x: Tensor, y: Tensor, chunk: int | None) -> Tensor:
+    """The true class's lead ``z_y - max_{j≠y} z_j`` (N,), minus :func:`~advlab.attacks.core.margin_loss`: positive
+    while the prediction is y."""
     with torch.no_grad():
         return -margin_loss(logits_of(model, x, chunk), y)
 
@@ -137,28 +139,34 @@ def square(
         else:
             delta = _l2_init(x, eps_t, generator)
         best = (x + delta).clamp(0, 1)
-        margin = _margin(model, best, y, chunk)
-        rows = (margin > 0).nonzero().squeeze(1)
+        lead = _lead(model, best, y, chunk)
+        rows = (lead > 0).nonzero().squeeze(1)
+        # the survivors' data, gathered once and compacted only when a survivor falls (not at every query)
+        xr, br, er, yr, lr, epr = x[rows], best[rows], e[rows], y[rows], lead[rows], eps_t[rows]
+        lo, hi = xr - er, xr + er
         for q in range(1, int(queries)):
             if rows.numel() == 0:
                 break
             frac = p_schedule(p_init, q, int(queries))
-            xr, br, er = x[rows], best[rows], e[rows]
             if math.isinf(p):
                 side = max(int(round(math.sqrt(frac * h * w))), 1)
                 side = min(side, h - 1, w - 1) if min(h, w) > 1 else 1
                 mask = _window(len(rows), h, w, torch.full((len(rows),), side), generator, x.device)
                 fresh = er * _signs((len(rows), c, 1, 1), generator, x)
                 cand = br * (1 - mask) + (xr + fresh) * mask
-                cand = torch.minimum(torch.maximum(cand, xr - er), xr + er).clamp_(0, 1)
+                cand = torch.minimum(torch.maximum(cand, lo), hi).clamp_(0, 1)
             else:
-                cand = _l2_step(xr, br, eps_t[rows], frac, generator)
-            m_new = _margin(model, cand, y[rows], chunk)
-            take = m_new < margin[rows]
-            if bool(take.any()):
-                best[rows[take]] = cand[take]
-                margin[rows[take]] = m_new[take]
-            rows = rows[margin[rows] > 0]
+                cand = _l2_step(xr, br, epr, frac, generator)
+            l_new = _lead(model, cand, yr, chunk)
+            take = l_new < lr
+            br = torch.where(per_sample(take, br), cand, br)
+            lr = torch.where(take, l_new, lr)
+            alive = lr > 0
+            if not bool(alive.all()):  # write the fallen back, then keep the survivors only
+                best[rows], lead[rows] = br, lr
+                rows, xr, br, er, yr, lr, epr = (t[alive] for t in (rows, xr, br, er, yr, lr, epr))
+                lo, hi = lo[alive], hi[alive]
+        best[rows], lead[rows] = br, lr
         return finish(model, x, best, y, p, chunk=chunk)
 
 

@@ -293,6 +293,6 @@ def cross_threat_table(
             out[threat][name] = row(grad_ok, free_ok)
         correct = logits_of(model, x).argmax(1) == y
         greedy = greedy_pixels(model, x, y, pixels)
-        de = one_pixel(model, x, y, pixels=pixels, population=60, generations=40, seed=seed)
+        de = one_pixel(model, x, y, pixels=pixels, population=60, generations=40, generator=gen())
         out[f"L0 {pixels} pixels"][name] = row(correct & ~greedy.success, correct & ~de.success)
     return out
