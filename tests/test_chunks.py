@@ -54,8 +54,9 @@ def test_default_chunk_follows_device_and_input_size():
     assert chunk_size(torch.zeros(256, 3, 32, 32)) == 64  # 4 of 64 CIFAR images (the cap is 85)
     assert chunk_size(torch.zeros(10, 1, 28, 28)) == 10  # never more than the batch
     assert chunk_size(torch.zeros(4, 3, 512, 512)) == 1  # at least one sample
-    # off the CPU the default is the whole batch (a GPU is fast on large batches)
+    # off the CPU the default is the whole batch (a GPU is fast on large batches), up to a memory bound
     assert chunk_size(torch.empty(1000, 1, 28, 28, device="meta")) == 1000
+    assert chunk_size(torch.empty(10_000, 3, 32, 32, device="meta")) == 2500  # 4 equal chunks under 2^23 elements
     assert chunk_size(torch.zeros(1000, 1, 28, 28), 0) == 1000
     assert chunk_size(torch.zeros(1000, 1, 28, 28), 64) == 64
     assert chunk_size(torch.zeros(1000, 1, 28, 28), 5000) == 1000
