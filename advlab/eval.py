@@ -398,7 +398,11 @@ def robustness_record(
     the radius (pixel units) and norm name, the number of inputs, how many survived every attack, their fraction
     (exact ``correct / n``) and its 95 % Clopper–Pearson interval.
     """
-    rep = robust_accuracy(model, x, y, eps, norm, seed=seed)
+    return report_record(robust_accuracy(model, x, y, eps, norm, seed=seed), eps)
+
+
+def report_record(rep: RobustnessReport, eps: float) -> dict[str, object]:
+    """The JSON-ready record of a :class:`RobustnessReport` at radius ``eps`` (see :func:`robustness_record`)."""
     correct = int(rep.robust.sum())
     low, high = accuracy_interval(correct, rep.n)
     return {

@@ -211,10 +211,10 @@ def run_case(
         xs, ys = x[:n], y[:n]
         cfg_n = {**cfg, "n": n}
         fns = [("advlab", lambda xs=xs, ys=ys, a=attack, c=cfg_n: advlab_attacks()[a](model, xs, ys, c))]
-        if attack.startswith("PGD"):  # the same attack on the whole batch at once (chunk=0)
+        if attack.startswith("PGD"):
+            # the same attack on the whole batch at once (chunk=0), then stopping each sample at its first success
             fns.append(("advlab whole batch",
                         lambda xs=xs, ys=ys, a=attack, c={**cfg_n, "chunk": 0}: advlab_attacks()[a](model, xs, ys, c)))
-        if attack.startswith("PGD"):  # the same attack, stopping each sample at its first success
             norm = "inf" if attack == "PGD-Linf" else 2
             e, a = (cfg["eps_inf"], cfg["alpha_inf"]) if norm == "inf" else (cfg["eps_2"], cfg["alpha_2"])
             for name, start in (("advlab early_stop", True), ("advlab BIM early_stop", False)):

@@ -32,8 +32,7 @@ from advlab.attacks.pgd import pgd
 from advlab.attacks.square import square
 from advlab.attacks.tensors import check_inputs
 from advlab.config import AdvlabError
-from advlab.eval import robust_accuracy
-from advlab.train import accuracy_interval
+from advlab.eval import report_record, robust_accuracy
 
 
 class InputQuantization(nn.Module):
@@ -101,19 +100,7 @@ def claimed_robustness_record(
     default, and labelled as a claim (``"claim"``: :data:`CLAIM_NOTE`). The zoo records it for
     ``mnist-cnn-defended``."""
     rep = robust_accuracy(model, x, y, eps, norm, attacks="pgd", seed=seed)
-    correct = int(rep.robust.sum())
-    low, high = accuracy_interval(correct, rep.n)
-    return {
-        "claim": CLAIM_NOTE,
-        "chain": " → ".join(a.name for a in rep.attacks),
-        "eps": float(eps),
-        "norm": "Linf" if rep.norm == float("inf") else f"L{rep.norm:g}",
-        "n": rep.n,
-        "correct": correct,
-        "accuracy": correct / rep.n,
-        "interval_95": [low, high],
-        "clean_accuracy": rep.clean_accuracy,
-    }
+    return {"claim": CLAIM_NOTE, **report_record(rep, eps)}
 
 
 def masking_report(
