@@ -43,12 +43,15 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "advlab.manifold:n_sweep": manifold.n_sweep,
     "advlab.defenses.experiments:autoattack_table": defense_experiments.autoattack_table,
     "advlab.defenses.experiments:cross_threat_table": defense_experiments.cross_threat_table,
+    "advlab.defenses.experiments:smoothing_soundness": defense_experiments.smoothing_soundness,
 }
 
 # One table of experiments whose result (a JSON value) is cached like a checkpoint. "fn" names a function of
 # FUNCTIONS; "zoo" lists the zoo entries the experiment loads; "version" is the experiment's own revision number:
 # bump it when a change of code changes what the experiment computes. Both go into the key, with the settings.
-# "data" (optional) adds that dataset's fingerprint.
+# "data" (optional) adds that dataset's fingerprint. "course_seed": True makes the course's seed (ADVLAB_SEED,
+# config.seed()) the experiment's seed= setting, so that a run of the course under another seed recomputes the result
+# instead of reading the shipped one (computed with the default seed, 0).
 RESULTS: dict[str, dict[str, Any]] = {
     # notebooks/05_robustness_vs_generalization.ipynb
     "features-mnist": {
@@ -96,6 +99,21 @@ RESULTS: dict[str, dict[str, Any]] = {
         "zoo": ["mnist-cnn", "mnist-cnn-pgd", "mnist-cnn-l2", "mnist-mlp"],
         "version": 1,
     },
+    # notebooks/04b_defenses.ipynb, section 7
+    "smoothing-soundness-mnist": {
+        "description": "Randomized smoothing's certificates attacked at 0.99 and 2 × their radius: PGD-L2 on the "
+                       "noise-averaged stand-in, then PREDICT (advlab.defenses.experiments.smoothing_soundness)",
+        "fn": "advlab.defenses.experiments:smoothing_soundness",
+        "kwargs": {profile: {"zoo_name": "mnist-cnn-noise-0.5", "sigma": 0.5, "n_eval": n_eval, "n_certify": n_cert,
+                             "n_attacked": n_att, "n0": 100, "n_mc": n_mc, "alpha": 0.001, "steps": 100, "draws": 64,
+                             "scales": [0.99, 2.0]}
+                   for profile, n_eval, n_cert, n_att, n_mc in (("fast", 500, 100, 50, 500),
+                                                                ("full", 10_000, 500, 500, 100_000))},
+        "course_seed": True,
+        "data": "mnist",
+        "zoo": ["mnist-cnn-noise-0.5"],
+        "version": 1,
+    },
     "fonts-n-sweep": {
         "description": "Stutz et al.'s FONTS test error vs N, normal / on- / off-manifold / random-θ training",
         "fn": "advlab.manifold:n_sweep",
@@ -120,10 +138,13 @@ def result_entry(name: str) -> dict[str, Any]:
 def result_key(name: str, profile: str) -> tuple[str, dict[str, Any]]:
     """(key, record) of a cached result: hashes the entry's function, settings, version, profile, zoo keys and data."""
     entry = result_entry(name)
+    kwargs = entry["kwargs"][profile]
+    if entry.get("course_seed"):
+        kwargs = {**kwargs, "seed": config.seed()}
     record: dict[str, Any] = {
         "name": name,
         "fn": entry["fn"],
-        "kwargs": entry["kwargs"][profile],
+        "kwargs": kwargs,
         "profile": profile,
         "zoo_keys": {n: zoo.cache_key(n, profile)[0] for n in entry.get("zoo", [])},
         "version": int(entry.get("version", 1)),

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -51,9 +53,12 @@ def test_chunk_benchmark_smoke(tmp_path):
 
 def test_training_benchmark_smoke(tmp_path):
     rows = [r for r in _run_quick("training.py", tmp_path).splitlines() if r.startswith("| ") and "---" not in r]
-    names = [r.strip("| ").split(" | ")[0] for r in rows[1:]]
-    assert names == ["advlab pgd_at", "plain loop", "floor"]
-    assert rows[-1].endswith("| 1.00× |")
+    cells = [r.strip("| ").split(" | ") for r in rows[1:]]
+    assert [c[0] for c in cells] == ["advlab pgd_at", "plain loop", "floor"]
+    # "time / floor" is each row's time over the floor's, i.e. the floor's images per second over the row's
+    per_second = {c[0]: float(c[2].replace(",", "")) for c in cells}
+    for name, _, _, ratio in cells:
+        assert float(ratio.rstrip("×")) == pytest.approx(per_second["floor"] / per_second[name], abs=0.006, rel=0.01)
 
 
 def test_projection_benchmark_smoke_agrees_with_bisection():

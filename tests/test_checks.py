@@ -44,10 +44,10 @@ def project_linf(z, x, eps):
     return torch.maximum(torch.minimum(z, torch.minimum(e, 1 - x)), torch.maximum(-e, -x))
 
 
-def project_l2(z, x, eps, iters=60):
+def project_l2(z, x, eps, steps=60):
     lo_box, hi_box = -x, 1 - x
     t_lo, t_hi = torch.zeros_like(eps), torch.ones_like(eps)
-    for _ in range(iters):
+    for _ in range(steps):
         mid = (t_lo + t_hi) / 2
         ok = (_col(mid, z) * z).clamp(lo_box, hi_box).flatten(1).norm(dim=1) <= eps
         t_lo, t_hi = torch.where(ok, mid, t_lo), torch.where(ok, t_hi, mid)
@@ -217,10 +217,10 @@ def straight_through(x, preprocess):
     return x + (preprocess(x) - x).detach()
 
 
-def spectral_norm(w, iters=100, normalise=True):
+def spectral_norm(w, steps=100, normalise=True):
     v = torch.randn(w.shape[1], dtype=w.dtype)
     v = v / v.norm()
-    for _ in range(iters):
+    for _ in range(steps):
         v = w.T @ (w @ v)
         if normalise:
             v = v / v.norm()
@@ -270,7 +270,7 @@ WRONG = {
             z * _col((e / z.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1), z)).clamp(-x, 1 - x),
         "ignores the box": lambda z, x, e: z * _col((e / z.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1), z),
         "batch norm, not per sample": lambda z, x, e: (z * (e.min() / z.norm()).clamp(max=1)).clamp(-x, 1 - x),
-        "too few bisection steps": _kw(project_l2, iters=5),
+        "too few bisection steps": _kw(project_l2, steps=5),
     },
     "pgd_linf": {
         "no random start": _kw(pgd_linf, start=False),
@@ -337,8 +337,8 @@ WRONG = {
     },
     "spectral_norm": {
         "no normalisation": _kw(spectral_norm, normalise=False),
-        "Frobenius norm": lambda w, iters=100: torch.linalg.matrix_norm(w),
-        "too few iterations": lambda w, iters=100: spectral_norm(w, iters=1),
+        "Frobenius norm": lambda w, steps=100: torch.linalg.matrix_norm(w),
+        "too few iterations": lambda w, steps=100: spectral_norm(w, steps=1),
     },
     "certified_radius": {
         "without sqrt(2)": _kw(certified_radius, root2=False),

@@ -37,7 +37,7 @@ def flip_eps(w, b, x):
     return (x @ w + b).abs() / w.abs().sum()
 
 
-def flip_eps_box(w, b, x, iters=60):
+def flip_eps_box(w, b, x, steps=60):
     s = x @ w + b
     direction = -s.sign()[:, None] * w.sign()
     room = torch.where(direction > 0, 1 - x, torch.where(direction < 0, x, 0.0))
@@ -47,7 +47,7 @@ def flip_eps_box(w, b, x, iters=60):
         return (a * torch.minimum(eps[:, None], room)).sum(1)
 
     lo, hi = torch.zeros_like(s), torch.ones_like(s)
-    for _ in range(iters):
+    for _ in range(steps):
         mid = (lo + hi) / 2
         ok = reach(mid) >= s.abs()
         lo, hi = torch.where(ok, lo, mid), torch.where(ok, mid, hi)
@@ -112,7 +112,7 @@ def _pairwise_positions(score_in, score_out):
 
 
 def _flip_box_bisect_short(w, b, x):
-    return flip_eps_box(w, b, x, iters=8)
+    return flip_eps_box(w, b, x, steps=8)
 
 
 def _flip_box_no_inf(w, b, x):

@@ -7,11 +7,12 @@ from advlab import config
 
 def test_device_default_and_override(monkeypatch):
     monkeypatch.delenv("ADVLAB_DEVICE", raising=False)
-    expected = "cuda" if torch.cuda.is_available() else None
-    dev = advlab.device()
-    if expected:
-        assert dev.type == expected
-    assert isinstance(dev, torch.device)
+    # the default prefers cuda, then mps, then the cpu; the accelerators are simulated so every branch runs here
+    for cuda, mps, expected in ((True, True, "cuda"), (False, True, "mps"), (False, False, "cpu")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda mps=mps: mps)
+        assert advlab.device() == torch.device(expected), (cuda, mps)
+    monkeypatch.undo()
     monkeypatch.setenv("ADVLAB_DEVICE", "cpu")
     assert advlab.device() == torch.device("cpu")
     monkeypatch.setenv("ADVLAB_DEVICE", "not-a-device")
@@ -40,8 +41,12 @@ def test_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("ADVLAB_CACHE", str(tmp_path / "c"))
     assert advlab.cache_dir() == tmp_path / "c"
     assert (tmp_path / "c").is_dir()
-    monkeypatch.delenv("ADVLAB_CACHE")
-    assert str(advlab.cache_dir()).endswith(".cache/advlab")
+    # unset or empty: ~/.cache/advlab in the user's home, created on demand (stand-in homes, not the user's cache)
+    for home, unset in (("a", monkeypatch.delenv), ("b", lambda name: monkeypatch.setenv(name, ""))):
+        monkeypatch.setenv("HOME", str(tmp_path / home))
+        unset("ADVLAB_CACHE")
+        assert advlab.cache_dir() == tmp_path / home / ".cache" / "advlab"
+        assert (tmp_path / home / ".cache" / "advlab").is_dir()
 
 
 def test_seed_everything_repeats_streams():

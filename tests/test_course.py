@@ -108,14 +108,48 @@ def test_badges_point_at_the_repository_and_path():
     assert f"github/{course.REPOSITORY}/blob/" in md and f"gh/{course.REPOSITORY}/" in md
 
 
-def test_setup_cell_installs_only_when_missing():
-    src = course.SETUP_CELL
-    assert src.index("import advlab") < src.index("%pip install")
-    assert "except ImportError" in src and course.REPOSITORY in src
-    # it installs the release these notebooks were written for, not the moving main branch
-    import advlab
+def _run_setup_cell(monkeypatch, capsys, installed_version: str | None) -> tuple[list[tuple[str, str]], str]:
+    """Run course.SETUP_CELL as IPython runs it, with advlab importable at ``installed_version`` (None: missing until
+    %pip installs it, as the release) and a stand-in for %pip; returns the line magics called and the printed text."""
+    import sys
+    import types
 
-    assert f"@v{advlab.__version__}\"" in src and "@main" not in src
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    def fake_advlab(version: str) -> types.ModuleType:
+        mod = types.ModuleType("advlab")
+        mod.__version__ = version
+        mod.device, mod.profile = (lambda: "cpu"), (lambda: "fast")
+        return mod
+
+    magics = []
+
+    class Shell:
+        def run_line_magic(self, name, line):
+            magics.append((name, line))
+            sys.modules["advlab"] = fake_advlab(advlab.__version__)  # what the pinned release installs
+
+    monkeypatch.setitem(sys.modules, "advlab", None if installed_version is None else fake_advlab(installed_version))
+    code = TransformerManager().transform_cell(course.SETUP_CELL)
+    exec(compile(code, "<setup cell>", "exec"), {"get_ipython": Shell})
+    return magics, capsys.readouterr().out
+
+
+def test_setup_cell_installs_only_when_missing(monkeypatch, capsys):
+    # present (Binder, local): nothing is installed, the version and device are reported, no warning
+    magics, out = _run_setup_cell(monkeypatch, capsys, advlab.__version__)
+    assert magics == []
+    assert out == f"advlab {advlab.__version__} | device: cpu | profile: fast\n"
+    # missing (Colab): one %pip install of this very release (its tag, never the moving main branch), then imported
+    magics, out = _run_setup_cell(monkeypatch, capsys, None)
+    ((name, line),) = magics
+    assert name == "pip" and line.split()[:2] == ["install", "--quiet"]
+    assert line.endswith(f'"advlab @ git+https://github.com/{course.REPOSITORY}@v{advlab.__version__}"'), line
+    assert out == f"advlab {advlab.__version__} | device: cpu | profile: fast\n"
+    # another version already installed: kept, with a note that the notebooks were written for this one
+    magics, out = _run_setup_cell(monkeypatch, capsys, "9.9.9")
+    assert magics == []
+    assert out.startswith(f"note: these notebooks were written for advlab {advlab.__version__}; this is advlab 9.9.9")
 
 
 def test_clean_outputs_drops_widget_state_progress_bars_and_timings():

@@ -218,7 +218,23 @@ def _write(path: Path, nb: dict) -> Path:
     return path
 
 
-def test_grading_stops_when_advlab_changes_on_disk():
-    assert grade.source_digest() == grade.source_digest()
+def test_grading_stops_when_advlab_changes_on_disk(tmp_path, monkeypatch):
+    # the digest is taken of a copy of advlab's source (a test never edits the package's own files)
+    src, copy = Path(grade.__file__).resolve().parent, tmp_path / "advlab"
+    for path in src.rglob("*.py"):
+        (copy / path.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+        (copy / path.relative_to(src)).write_bytes(path.read_bytes())
+    monkeypatch.setattr(grade, "__file__", str(copy / "grade.py"))
+    before = grade.source_digest()
+    assert grade.source_digest() == before, "nothing changed: the same digest"
+    checks_core = copy / "checks" / "_core.py"
+    original = checks_core.read_bytes()
+    checks_core.write_bytes(original + b"\n_report = lambda *args, **kwargs: True\n")  # a check rigged to pass
+    rigged = grade.source_digest()
+    assert rigged != before
     with pytest.raises(grade.GradingError, match="changed on disk"):
-        grade.run_checks(grade.Code(), [("f", "check_f")], timeout=1, digest="what it was before")
+        grade.run_checks(grade.Code(), [("f", "check_f")], timeout=1, digest=before)
+    checks_core.write_bytes(original)
+    assert grade.source_digest() == before
+    (copy / "checks" / "extra.py").write_text("")  # a new module counts too
+    assert grade.source_digest() not in (before, rigged)

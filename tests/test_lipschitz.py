@@ -122,8 +122,8 @@ def test_conv_bound_beats_power_iteration_from_below():
     conv = nn.Conv2d(3, 3, 3, padding=1, bias=False)
     shape = (3, 10, 10)
     exact = torch.linalg.matrix_norm(_operator_matrix(conv, shape).double(), ord=2).item()
-    estimate = spectral_norm_conv(conv, shape, iters=3)[0].item()
-    bound = layer_lipschitz(conv, shape, iters=3)
+    estimate = spectral_norm_conv(conv, shape, max_iter=3)[0].item()
+    bound = layer_lipschitz(conv, shape, max_iter=3)
     assert estimate < exact <= bound
 
 
@@ -330,7 +330,7 @@ def test_dense_bound_is_a_true_upper_bound_on_a_near_degenerate_layer():
     with torch.no_grad():
         layer.weight.copy_((u @ torch.diag(s) @ v.T).float())
     exact = torch.linalg.matrix_norm(layer.weight.detach().double(), ord=2).item()
-    bound = layer_lipschitz(layer, (64,), iters=5)
+    bound = layer_lipschitz(layer, (64,), max_iter=5)
     assert exact <= bound <= exact * (1 + 1e-8)
 
 

@@ -92,7 +92,7 @@ def test_lbfgs_linear_oracle(device):
     untargeted = lbfgs(model, x, y, search_steps=12, max_iter=50)
     assert untargeted.norm == 2.0
     assert_near_optimal(untargeted, opt2, factor=1.1)
-    targeted = lbfgs(model, x, target=1 - y, search_steps=12, max_iter=50)
+    targeted = lbfgs(model, x, 1 - y, targeted=True, search_steps=12, max_iter=50)
     assert_near_optimal(targeted, opt2, factor=1.1)
     assert (targeted.pred == 1 - y).all()
 
@@ -177,7 +177,7 @@ def test_lbfgs_mnist_untargeted_and_targeted(mnist_cnn, mnist_batch):
     untargeted = lbfgs(mnist_cnn, x, y, search_steps=4, max_iter=40)
     assert untargeted.success.all() and (untargeted.pred != y).all()
     target = (y + 1) % 10
-    targeted = lbfgs(mnist_cnn, x, y, target=target, search_steps=4, max_iter=40)
+    targeted = lbfgs(mnist_cnn, x, target, targeted=True, search_steps=4, max_iter=40)
     assert targeted.success.all() and (targeted.pred == target).all()
     for result in (untargeted, targeted):
         assert result.x_adv.min() >= 0 and result.x_adv.max() <= 1
@@ -329,7 +329,7 @@ def test_cw_mnist_in_the_box_and_parity_with_torchattacks(mnist_cnn, mnist_batch
         lambda m, x, y: cw_l2(m, x, y, steps=0),
         lambda m, x, y: cw_l2(m, x, y, confidence=-1.0),
         lambda m, x, y: cw_l2(m, x, y + 5),
-        lambda m, x, y: lbfgs(m, x),
+        lambda m, x, y: lbfgs(m, x, y[:1], targeted=True),
         lambda m, x, y: lbfgs(m, x, y, c_range=(10.0, 1.0)),
         lambda m, x, y: lbfgs(m, x - 1, y),
         lambda m, x, y: one_pixel(m, x.flatten(1), y),

@@ -84,8 +84,26 @@ def test_a_corrupt_result_is_recomputed(tiny_result):
     assert len(tiny_result) == before + 1
 
 
-def test_every_entry_ships_its_fast_result():
+def test_a_course_seeded_result_follows_the_course_seed(tiny_result, monkeypatch):
+    """An entry with "course_seed" runs with seed=ADVLAB_SEED: the course under another seed recomputes it (so the
+    perturbed-seed pass tests its claims afresh); without the flag the seed is the entry's own."""
+    monkeypatch.delenv("ADVLAB_SEED", raising=False)
+    plain, _ = results.result_key("tiny-result", "fast")
+    monkeypatch.setitem(results.RESULTS["tiny-result"], "course_seed", True)
+    key0, record0 = results.result_key("tiny-result", "fast")
+    assert record0["kwargs"] == {"n": 3, "seed": 0} and key0 != plain
+    monkeypatch.setenv("ADVLAB_SEED", "7")
+    key7, record7 = results.result_key("tiny-result", "fast")
+    assert record7["kwargs"] == {"n": 3, "seed": 7} and key7 != key0
+    monkeypatch.setitem(results.FUNCTIONS, "tiny-experiment", lambda n, seed, progress=True: {"n": n, "seed": seed})
+    assert zoo.result("tiny-result", profile="fast", progress=False) == {"n": 3, "seed": 7}
+    monkeypatch.delitem(results.RESULTS["tiny-result"], "course_seed")
+    assert results.result_key("tiny-result", "fast")[0] == plain  # the flag off: the seed does not matter
+
+
+def test_every_entry_ships_its_fast_result(monkeypatch):
     """The notebooks read these on a fresh machine (Binder, CI): a missing one would be recomputed there (minutes)."""
+    monkeypatch.delenv("ADVLAB_SEED", raising=False)  # shipped under the default course seed
     for name in results.RESULTS:
         key, _ = results.result_key(name, "fast")
         assert (results.RESULTS_SHIPPED / f"{name}-fast-{key}.json").exists(), (

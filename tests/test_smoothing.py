@@ -13,6 +13,7 @@ from torch import nn
 
 from advlab.config import AdvlabError
 from advlab.smoothing import (
+    NoiseAverage,
     certified_accuracy_curve,
     certify,
     gaussian_noise,
@@ -192,3 +193,29 @@ def test_smoothing_on_device(device):
     counts = sample_counts(ThresholdModel(0.5 - SIGMA), x, SIGMA, n=500, batch_size=300, seed=0)
     assert counts.device.type == torch.device(device).type and (counts.sum(1) == 500).all()
     assert (predict(ConstantModel(cls=1), x, SIGMA, n=30, seed=0) == 1).all()
+
+
+def test_noise_average_is_the_mean_softmax_over_fresh_draws():
+    """NoiseAverage (the attack stand-in of the smoothed classifier): log of the mean softmax over ``draws`` noisy
+    copies, new noise at every call from its own generator, differentiable in x, the global random state untouched."""
+    torch.manual_seed(0)
+    base = nn.Sequential(nn.Flatten(), nn.Linear(16, 3)).eval()
+    x = torch.rand(5, 1, 4, 4)
+    stand_in = NoiseAverage(base, 0.5, draws=8, generator=torch.Generator().manual_seed(3))
+    state = torch.get_rng_state()
+    out1, out2 = stand_in(x), stand_in(x)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert out1.shape == (5, 3) and not torch.allclose(out1, out2)  # fresh draws per call
+    # the oracle: the same draws, by hand
+    noise = torch.randn((8, 5, 1, 4, 4), generator=torch.Generator().manual_seed(3))
+    want = torch.stack([base(x + 0.5 * noise[k]).softmax(1) for k in range(8)]).mean(0).log()
+    torch.testing.assert_close(out1, want)
+    torch.testing.assert_close(out1.exp().sum(1), torch.ones(5))
+    xg = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(stand_in(xg)[:, 0].sum(), xg)
+    assert grad.abs().sum() > 0
+    with pytest.raises(AdvlabError, match="sigma"):
+        NoiseAverage(base, 0.0)
+    with pytest.raises(AdvlabError, match="draws"):
+        NoiseAverage(base, 0.5, draws=0)
+

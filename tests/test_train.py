@@ -132,15 +132,35 @@ def test_weight_average_is_the_exponential_moving_average_of_the_steps():
 
 def test_fit_with_ema_ends_on_the_averaged_weights():
     from advlab import data
+    from advlab.train import WeightAverage
 
     x, y, _ = data.load("toy-circle", "train", profile="fast")
     arch = {"in_shape": (2,), "classes": 2, "mean": (0.0,), "std": (1.0,)}
     plain, averaged = models.build("logistic", **arch), models.build("logistic", **arch)
     averaged.load_state_dict(plain.state_dict())
-    kw = {"epochs": 3, "batch_size": 64, "lr": 0.1, "optimizer": "adam", "progress": False}
-    train.fit(plain, x, y, **kw)
-    train.fit(averaged, x, y, ema=0.9, **kw)
-    differs = any(not torch.equal(a, b) for a, b in zip(plain.state_dict().values(), averaged.state_dict().values()))
-    assert differs  # the average is not the last iterate
+    runs = []  # per run, the weights before each optimiser step
+
+    def loss_fn(model, xb, yb):
+        runs[-1].append({k: v.detach().clone() for k, v in model.state_dict().items()})
+        return torch.nn.functional.cross_entropy(model(xb), yb)
+
+    kw = {"epochs": 3, "batch_size": 64, "lr": 0.1, "optimizer": "adam", "progress": False, "loss_fn": loss_fn}
+    for model, ema in ((plain, 0.0), (averaged, 0.9)):
+        runs.append([])
+        train.fit(model, x, y, ema=ema, **kw)
+    steps = runs[0][1:] + [plain.state_dict()]  # the plain run's weights after each step
+    assert len(steps) == 3 * -(-len(x) // 64)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(*runs, strict=True) for k in a), "EMA must not change training"
+    # the averaged model ends on the average (WeightAverage, tested above) of the weights after every step
+    oracle = models.build("logistic", **arch)
+    oracle.load_state_dict(runs[0][0])
+    average = WeightAverage(oracle, 0.9)
+    for state in steps:
+        oracle.load_state_dict(state)
+        average.update(oracle)
+    average.copy_to(oracle)
+    for k, v in oracle.state_dict().items():
+        torch.testing.assert_close(averaged.state_dict()[k], v, rtol=1e-6, atol=1e-7)
+    assert any(not torch.equal(a, b) for a, b in zip(plain.parameters(), averaged.parameters())), "not the last iterate"
     with pytest.raises(AdvlabError, match="decay"):
         train.fit(plain, x, y, ema=1.5, **kw)

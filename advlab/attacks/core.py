@@ -254,12 +254,13 @@ def project_l2(z: Tensor, x: Tensor, eps: Tensor, max_iter: int = 1000) -> Tenso
     return _shrink_into(delta, eps, 2.0).view_as(z)
 
 
-def project_l1(z: Tensor, x: Tensor, eps: Tensor, iters: int | None = None) -> Tensor:
+def project_l1(z: Tensor, x: Tensor, eps: Tensor, steps: int | None = None) -> Tensor:
     """Exact projection of δ = z onto ``{||δ||_1 <= ε} ∩ [-x, 1 - x]``.
 
     KKT: ``δ_i = sign(z_i) · clip(|z_i| - λ, 0, c_i)`` with ``c_i`` the box room in the direction of ``sign(z_i)``;
     ``||δ(λ)||_1`` decreases in λ, so the smallest feasible λ >= 0 is found per sample by bisection and then solved in
-    closed form on the linear piece it lies in.
+    closed form on the linear piece it lies in. ``steps``: bisection steps (default: enough to reach the dtype's
+    resolution).
     """
     zf = z.flatten(1)
     xf = x.flatten(1)
@@ -272,7 +273,7 @@ def project_l1(z: Tensor, x: Tensor, eps: Tensor, iters: int | None = None) -> T
     lam_lo = torch.zeros_like(eps)
     inside = mass(lam_lo) <= eps
     lam_hi = a.amax(1)
-    for _ in range(iters or _bisection_steps(z)):
+    for _ in range(steps or _bisection_steps(z)):
         mid = 0.5 * (lam_lo + lam_hi)
         ok = mass(mid) <= eps
         lam_hi = torch.where(ok, mid, lam_hi)

@@ -79,8 +79,8 @@ def _solve(model: nn.Module, x: Tensor, labels: Tensor, targeted: bool, c: Tenso
 def lbfgs(
     model: nn.Module,
     x: Tensor,
-    y: Tensor | None = None,
-    target: Tensor | None = None,
+    y: Tensor,
+    targeted: bool = False,
     c_range: tuple[float, float] = (1e-3, 1e3),
     search_steps: int = 10,
     max_iter: int = 100,
@@ -90,8 +90,8 @@ def lbfgs(
     Args:
         model: classifier returning (N, K) logits for inputs in [0, 1].
         x: (N, *) inputs in [0, 1].
-        y: (N,) true labels; used (untargeted) when ``target`` is None.
-        target: (N,) target labels; when given the attack is targeted (the paper's setting).
+        y: (N,) labels: the true labels, or the targets when ``targeted``.
+        targeted: make the model predict ``y`` (the paper's setting) rather than anything but ``y``.
         c_range: ``(c_min, c_max)``, the interval of the log-space bisection over c; the first try is
             their geometric mean. A success moves the lower end up (try a larger c, a smaller
             perturbation), a failure moves the upper end down.
@@ -99,14 +99,11 @@ def lbfgs(
         max_iter: L-BFGS-B iterations per solve.
 
     Returns:
-        :class:`AttackResult` with ``norm`` 2; ``success`` is judged against ``target`` when targeted
-        and against ``y`` otherwise. Samples never made adversarial are returned unchanged.
+        :class:`AttackResult` with ``norm`` 2; ``success``: the prediction equals ``y`` when targeted,
+        differs from it otherwise. Samples never made adversarial are returned unchanged.
     """
     c_lo, c_hi = _check_params(c_range, search_steps, max_iter)
-    targeted = target is not None
-    if not targeted and y is None:
-        raise AdvlabError("lbfgs needs target= (targeted attack) or y= (untargeted attack); both are None.")
-    x, labels = check_inputs(x, target if targeted else y, name_y="target" if targeted else "y")
+    x, labels = check_inputs(x, y, name_y="target" if targeted else "y")
     view = (-1,) + (1,) * (x.ndim - 1)
     with eval_mode(model):
         check_logits(logits_of(model, x[:1]), labels)

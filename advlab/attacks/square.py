@@ -51,14 +51,14 @@ def p_schedule(p_init: float, query: int, queries: int) -> float:
 
 
 def _window(n: int, h: int, w: int, side: Tensor, gen: torch.Generator | None, device: torch.device) -> Tensor:
-    """(N, 1, H, W) 0/1 masks of one square window of side ``side`` (N,) per sample, at a uniform position."""
+    """(N, 1, H, W) boolean masks of one square window of side ``side`` (N,) per sample, at a uniform position."""
     top = (torch.rand(n, generator=gen) * (h - side.cpu() + 1)).long().clamp(max=h - 1).to(device)
     left = (torch.rand(n, generator=gen) * (w - side.cpu() + 1)).long().clamp(max=w - 1).to(device)
     rows = torch.arange(h, device=device)[None, :]
     cols = torch.arange(w, device=device)[None, :]
     in_r = (rows >= top[:, None]) & (rows < (top + side)[:, None])
     in_c = (cols >= left[:, None]) & (cols < (left + side)[:, None])
-    return (in_r[:, :, None] & in_c[:, None, :])[:, None].float()
+    return (in_r[:, :, None] & in_c[:, None, :])[:, None]
 
 
 def _signs(shape: tuple[int, ...], gen: torch.Generator | None, like: Tensor) -> Tensor:
@@ -143,7 +143,9 @@ def square(
         rows = (lead > 0).nonzero().squeeze(1)
         # the survivors' data, gathered once and compacted only when a survivor falls (not at every query)
         xr, br, er, yr, lr, epr = x[rows], best[rows], e[rows], y[rows], lead[rows], eps_t[rows]
-        lo, hi = xr - er, xr + er
+        # L∞: a window's new value is one of the ball's two corners, clipped to the box; every other pixel keeps its
+        # (feasible) value, so the candidate needs no projection
+        up, down = (xr + er).clamp(0, 1), (xr - er).clamp(0, 1)
         for q in range(1, int(queries)):
             if rows.numel() == 0:
                 break
@@ -152,9 +154,8 @@ def square(
                 side = max(int(round(math.sqrt(frac * h * w))), 1)
                 side = min(side, h - 1, w - 1) if min(h, w) > 1 else 1
                 mask = _window(len(rows), h, w, torch.full((len(rows),), side), generator, x.device)
-                fresh = er * _signs((len(rows), c, 1, 1), generator, x)
-                cand = br * (1 - mask) + (xr + fresh) * mask
-                cand = torch.minimum(torch.maximum(cand, lo), hi).clamp_(0, 1)
+                plus = _signs((len(rows), c, 1, 1), generator, x) > 0
+                cand = torch.where(mask, torch.where(plus, up, down), br)
             else:
                 cand = _l2_step(xr, br, epr, frac, generator)
             l_new = _lead(model, cand, yr, chunk)
@@ -165,7 +166,7 @@ def square(
             if not bool(alive.all()):  # write the fallen back, then keep the survivors only
                 best[rows], lead[rows] = br, lr
                 rows, xr, br, er, yr, lr, epr = (t[alive] for t in (rows, xr, br, er, yr, lr, epr))
-                lo, hi = lo[alive], hi[alive]
+                up, down = up[alive], down[alive]
         best[rows], lead[rows] = br, lr
         return finish(model, x, best, y, p, chunk=chunk)
 
@@ -193,8 +194,8 @@ def _l2_step(x: Tensor, best: Tensor, eps: Tensor, frac: float, gen: torch.Gener
     side += side % 2 == 0
     side = min(side, h, w)
     delta = best - x
-    m1 = _window(n, h, w, torch.full((n,), side), gen, x.device)
-    m2 = _window(n, h, w, torch.full((n,), side), gen, x.device)
+    m1 = _window(n, h, w, torch.full((n,), side), gen, x.device).to(x.dtype)
+    m2 = _window(n, h, w, torch.full((n,), side), gen, x.device).to(x.dtype)
     both = torch.maximum(m1, m2)
     d2 = delta.flatten(1).pow(2).sum(1)
     mass_windows = (delta * both).pow(2).flatten(2).sum(2)  # (N, C): per channel, inside the two windows

@@ -326,7 +326,7 @@ def check_straight_through(fn: Callable) -> str:
 @register("spectral_norm", "power iteration for the spectral norm", "04b",
           "v must have W.shape[1] entries: iterate v <- Wᵀ(W v) / ||Wᵀ(W v)||.")
 def check_spectral_norm(fn: Callable) -> str:
-    """``spectral_norm(W, iters=100) -> σ_max(W)`` (float or 0-dim tensor) by power iteration on WᵀW."""
+    """``spectral_norm(W, steps=100) -> σ_max(W)`` (float or 0-dim tensor) by power iteration on WᵀW."""
     g = _gen(14)
 
     def with_singular_values(s: list[float], m: int, n: int, dtype=torch.float64) -> Tensor:
@@ -344,7 +344,7 @@ def check_spectral_norm(fn: Callable) -> str:
             with_singular_values([50, 20, 5], 4, 4, torch.float32)]  # large σ: overflows without normalising
     for w in mats:
         w0 = w.clone()
-        out = _tensor(fn(w, iters=100), "spectral_norm").double()
+        out = _tensor(fn(w, steps=100), "spectral_norm").double()
         _unchanged([w0], [w], "W")
         if out.numel() != 1:
             raise Mismatch(f"spectral_norm returned {out.numel()} values.", "return one number, σ_max = ||W v||.")
@@ -359,7 +359,7 @@ def check_spectral_norm(fn: Callable) -> str:
             raise Mismatch("you return the Frobenius norm ||W||_F, which is >= σ_max.",
                            "the spectral norm is max ||W v|| over unit v: iterate v <- WᵀW v / ||WᵀW v||.")
         raise Mismatch(f"your estimate is {sigma:.4g}, σ_max is {true:.4g}.",
-                       "iterate v <- WᵀW v / ||WᵀW v|| `iters` times and return ||W v|| (or sqrt of vᵀWᵀW v).")
+                       "iterate v <- WᵀW v / ||WᵀW v|| `steps` times and return ||W v|| (or sqrt of vᵀWᵀW v).")
     return "agrees with torch.linalg.matrix_norm(W, ord=2) to 1e-3 on 5 matrices (non-square, rank 1, large σ)."
 
 

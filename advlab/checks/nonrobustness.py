@@ -48,7 +48,7 @@ def _box_gain(w: Tensor, b: float, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return s.abs(), w.abs()[None, :] * (direction != 0), room
 
 
-def ref_flip_eps_box(w: Tensor, b: float, x: Tensor, iters: int = 100) -> Tensor:
+def ref_flip_eps_box(w: Tensor, b: float, x: Tensor, steps: int = 100) -> Tensor:
     """(N,) smallest ε such that some x + δ in [0, 1]^d with ||δ||_∞ <= ε reaches wᵀ(x + δ) + b = 0; inf if none.
 
     At radius ε coordinate i can lower |s| by at most |w_i|·min(ε, room_i), so the reachable change
@@ -60,7 +60,7 @@ def ref_flip_eps_box(w: Tensor, b: float, x: Tensor, iters: int = 100) -> Tensor
         return (a * torch.minimum(eps[:, None], room)).sum(1)
 
     lo, hi = torch.zeros_like(target), torch.ones_like(target)
-    for _ in range(iters):
+    for _ in range(steps):
         mid = (lo + hi) / 2
         ok = f(mid) >= target
         lo, hi = torch.where(ok, lo, mid), torch.where(ok, mid, hi)

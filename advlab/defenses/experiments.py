@@ -18,6 +18,7 @@ from advlab import config, data, models, train, zoo
 from advlab.attacks import greedy_pixels, logits_of, one_pixel, pgd, transfer
 from advlab.config import AdvlabError
 from advlab.data.splits import stratified_subset
+from advlab.defenses import smoothing
 from advlab.defenses.adversarial import fgsm_rs_at, label_leaking_eval, one_step_at, pgd_at, vat_train
 from advlab.eval import autoattack_attacks, pgd_accuracy, robust_accuracy, robustness_record
 from advlab.train import accuracy_interval
@@ -295,4 +296,45 @@ def cross_threat_table(
         greedy = greedy_pixels(model, x, y, pixels)
         de = one_pixel(model, x, y, pixels=pixels, population=60, generations=40, generator=gen())
         out[f"L0 {pixels} pixels"][name] = row(correct & ~greedy.success, correct & ~de.success)
+    return out
+
+
+@config.isolated
+def smoothing_soundness(
+    zoo_name: str, sigma: float, n_eval: int, n_certify: int, n_attacked: int, n0: int, n_mc: int, alpha: float,
+    steps: int, draws: int, scales: list[float], seed: int = 0, progress: bool = True,
+) -> dict[str, Any]:
+    """Attack randomized smoothing's certificates (notebook 04b, section 7): is CERTIFY sound?
+
+    CERTIFY (``n0``, ``n_mc``, ``alpha``, noise seed ``seed``) runs on the first ``n_certify`` of the ``n_eval``
+    class-balanced MNIST test images with the base classifier ``zoo_name`` (trained under noise ``sigma``). The first
+    ``n_attacked`` images it certifies correctly (radius R_i > 0) are attacked at ``scale · R_i`` for each scale: PGD-L2
+    (``steps``, random start from a generator seeded ``seed``) on :class:`~advlab.defenses.smoothing.NoiseAverage`
+    (``draws`` fresh noise draws per step, generator seeded ``seed + 1``); PREDICT (``n_mc`` samples, seed
+    ``seed + 2``) then gives the smoothed classifier's answer. A **break** is a non-abstaining wrong answer: a sound
+    certificate allows at most Binomial(m, 2α) of them at scales below 1. Two scales × ``steps`` steps on
+    ``draws · n_attacked`` noisy images make it the slowest cell of 04b, so it is computed once and cached
+    (``python -m advlab.results smoothing-soundness-mnist --ship``).
+
+    Returns:
+        ``{"attacked": image indices (into the n_certify images), "radius": their certified radii R_i,
+        "scales": {str(scale): {"breaks", "abstains", "norm_ratio": ||δ_i||_2 / R_i per image}}}``.
+    """
+    x, y, _ = data.load("mnist", "test", n=n_eval)
+    dev = config.device()
+    x, y = x[:n_certify].to(dev), y[:n_certify].to(dev)
+    base = zoo.load(zoo_name, progress=False).to(dev).eval()
+    cert = smoothing.certify(base, x, sigma, n0=n0, n=n_mc, alpha=alpha, seed=seed)
+    attacked = ((cert.pred == y) & (cert.radius > 0)).nonzero().squeeze(1)[:n_attacked]
+    x_att, y_att, r_att = x[attacked], y[attacked], cert.radius[attacked].to(x.dtype)
+    out: dict[str, Any] = {"attacked": attacked.tolist(), "radius": r_att.tolist(), "scales": {}}
+    for scale in tqdm(scales, desc="attacking the smoothed classifier", disable=not progress):
+        stand_in = smoothing.NoiseAverage(base, sigma, draws=draws,
+                                          generator=torch.Generator().manual_seed(seed + 1)).eval()
+        adv = pgd(stand_in, x_att, y_att, scale * r_att, norm=2, steps=steps,
+                  generator=torch.Generator().manual_seed(seed))
+        answer = smoothing.predict(base, adv.x_adv, sigma, n=n_mc, alpha=alpha, seed=seed + 2)
+        out["scales"][str(scale)] = {"breaks": int(((answer != y_att) & (answer != -1)).sum()),
+                                     "abstains": int((answer == -1).sum()),
+                                     "norm_ratio": (adv.norms / r_att).tolist()}
     return out

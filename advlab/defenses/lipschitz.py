@@ -82,7 +82,7 @@ def _orthonormal_rows(v: Tensor) -> Tensor:
 def spectral_norm_operator(
     op: Callable[[Tensor], Tensor],
     input_shape: Sequence[int],
-    iters: int = 500,
+    max_iter: int = 500,
     tol: float = 1e-7,
     block: int = 8,
     seed: int = 0,
@@ -101,7 +101,7 @@ def spectral_norm_operator(
     Args:
         op: a linear function of a (b, *input_shape) batch.
         input_shape: the shape of one input, without the batch dimension, e.g. (C, H, W).
-        iters: maximum number of steps.
+        max_iter: maximum number of steps (a cap: ``tol`` stops earlier).
         tol: stop when the estimate of sigma² changes by less than ``tol`` (relative) between steps.
         block: number of vectors iterated together (capped at the input dimension).
         seed: seed of the random start (a fixed seed makes the estimate reproducible).
@@ -111,14 +111,14 @@ def spectral_norm_operator(
         ``(sigma, v)``: sigma a 0-dim tensor, ``||op(v)||_2``, a lower estimate that converges to the
         spectral norm from below, and v the (1, *input_shape) unit-norm top right singular vector.
     """
-    if iters < 1:
-        raise AdvlabError(f"iters must be >= 1, got {iters}.")
+    if max_iter < 1:
+        raise AdvlabError(f"max_iter must be >= 1, got {max_iter}.")
     shape = tuple(int(s) for s in input_shape)
     b = max(1, min(int(block), math.prod(shape)))
     start = torch.randn((b, *shape), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
     v = _orthonormal_rows(start.to(dtype).to(device=device))  # cast on the CPU: a float64 tensor cannot reach mps
     top = torch.zeros((), device=v.device, dtype=v.dtype)
-    for _ in range(iters):
+    for _ in range(max_iter):
         y, g = _gram_step(op, v)
         y = y.flatten(1)
         ritz, vecs = torch.linalg.eigh(y @ y.T)  # V^T A^T A V, ascending eigenvalues
@@ -135,7 +135,7 @@ def spectral_norm_operator(
     return sigma.detach(), best.detach()
 
 
-def spectral_norm_linear(weight: Tensor, iters: int = 500, tol: float = 1e-7, block: int = 8
+def spectral_norm_linear(weight: Tensor, max_iter: int = 500, tol: float = 1e-7, block: int = 8
                          ) -> tuple[Tensor, Tensor]:
     """Spectral norm ``||W||_2`` (largest singular value) of a (out, in) matrix by power iteration.
 
@@ -146,7 +146,7 @@ def spectral_norm_linear(weight: Tensor, iters: int = 500, tol: float = 1e-7, bl
         raise AdvlabError(f"weight must be a (out, in) matrix, got shape {tuple(weight.shape)}; for a conv kernel "
                           "use spectral_norm_conv with the input shape.")
     w = weight.detach()
-    sigma, v = spectral_norm_operator(lambda x: x @ w.T, (w.shape[1],), iters=iters, tol=tol, block=block,
+    sigma, v = spectral_norm_operator(lambda x: x @ w.T, (w.shape[1],), max_iter=max_iter, tol=tol, block=block,
                                       device=w.device, dtype=w.dtype)
     return sigma, v[0]
 
@@ -180,7 +180,7 @@ def spectral_norm_conv(
     padding: int | tuple[int, int] | str = 0,
     dilation: int | tuple[int, int] = 1,
     groups: int = 1,
-    iters: int = 500,
+    max_iter: int = 500,
     tol: float = 1e-7,
 ) -> tuple[Tensor, Tensor]:
     """Spectral norm of a 2-d convolution as a linear operator on inputs of shape ``input_shape``.
@@ -193,7 +193,7 @@ def spectral_norm_conv(
             the remaining arguments ignored), or a kernel (out, in/groups, kh, kw).
         input_shape: (C, H, W) or (N, C, H, W) (N is dropped).
         stride, padding, dilation, groups: as in ``F.conv2d``, for a raw kernel.
-        iters, tol: see :func:`spectral_norm_operator`.
+        max_iter, tol: see :func:`spectral_norm_operator`.
 
     Returns:
         ``(sigma, v)``: sigma a 0-dim tensor, v the (1, C, H, W) unit top right singular vector.
@@ -208,7 +208,7 @@ def spectral_norm_conv(
         op(torch.zeros((1, *shape), device=w.device, dtype=w.dtype))
     except RuntimeError as err:
         raise AdvlabError(f"The convolution cannot be applied to inputs of shape {shape}: {err}") from err
-    return spectral_norm_operator(op, shape, iters=iters, tol=tol, device=w.device, dtype=w.dtype)
+    return spectral_norm_operator(op, shape, max_iter=max_iter, tol=tol, device=w.device, dtype=w.dtype)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -279,7 +279,7 @@ def _adaptive_overlap(size_in: int, size_out: int) -> int:
     return max(counts)
 
 
-def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], iters: int = 500, tol: float = 1e-7,
+def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], max_iter: int = 500, tol: float = 1e-7,
                     device: torch.device | str | None = None) -> float:
     """An upper bound on the L2 Lipschitz constant of one layer on inputs shaped ``in_shape`` (eval mode).
 
@@ -298,7 +298,7 @@ def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], iters: int = 500,
     Args:
         layer: the module.
         in_shape: the shape of one input to the layer, without batch dimension.
-        iters, tol: power-iteration settings for linear layers.
+        max_iter, tol: power-iteration settings for linear layers.
         device: where to run parameter-free linear layers (average pooling); default: the CPU.
 
     Raises:
@@ -308,7 +308,7 @@ def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], iters: int = 500,
     if hasattr(layer, "lipschitz") and callable(layer.lipschitz):
         return float(layer.lipschitz(shape))
     if isinstance(layer, nn.Sequential):
-        return network_lipschitz(layer, shape, iters=iters, tol=tol)
+        return network_lipschitz(layer, shape, max_iter=max_iter, tol=tol)
     if isinstance(layer, nn.Linear):
         return _dense_upper_bound(layer.weight)
     if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
@@ -324,7 +324,8 @@ def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], iters: int = 500,
             return _conv_upper_bound(layer.weight, out_hw, layer.stride, layer.padding, layer.dilation, layer.groups)
         if isinstance(layer, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
             return _avg_pool_upper_bound(layer, shape)
-        return float(spectral_norm_conv(layer, shape, iters=iters, tol=tol)[0])  # large, reflect/replicate padding
+        # large inputs, reflect/replicate padding: power iteration
+        return float(spectral_norm_conv(layer, shape, max_iter=max_iter, tol=tol)[0])
     if isinstance(layer, Normalize):
         return float(1.0 / layer.std.abs().min())
     if isinstance(layer, nn.modules.batchnorm._BatchNorm):
@@ -359,7 +360,7 @@ def layer_lipschitz(layer: nn.Module, in_shape: Sequence[int], iters: int = 500,
 
 
 def layer_bounds(
-    model: nn.Module, in_shape: Sequence[int], iters: int = 500, tol: float = 1e-7
+    model: nn.Module, in_shape: Sequence[int], max_iter: int = 500, tol: float = 1e-7
 ) -> list[tuple[str, str, float]]:
     """Per-layer Lipschitz bounds of an ``nn.Sequential`` on inputs shaped ``in_shape`` (no batch dimension).
 
@@ -376,24 +377,24 @@ def layer_bounds(
     with eval_mode(model, warn=False), torch.no_grad():
         h = torch.zeros((1, *shape), device=model_device(model))
         for name, layer in model.named_children():
-            bound = layer_lipschitz(layer, tuple(h.shape[1:]), iters, tol, device=h.device)
+            bound = layer_lipschitz(layer, tuple(h.shape[1:]), max_iter, tol, device=h.device)
             rows.append((name, type(layer).__name__, bound))
             h = layer(h)
     return rows
 
 
-def network_lipschitz(model: nn.Module, in_shape: Sequence[int], iters: int = 500, tol: float = 1e-7) -> float:
+def network_lipschitz(model: nn.Module, in_shape: Sequence[int], max_iter: int = 500, tol: float = 1e-7) -> float:
     """Upper bound on the L2 Lipschitz constant of an ``nn.Sequential``: the product of its layers' bounds.
 
     Args:
         model: an ``nn.Sequential`` of supported layers (see :func:`layer_lipschitz`).
         in_shape: the shape of one input, e.g. (1, 28, 28).
-        iters, tol: power-iteration settings.
+        max_iter, tol: power-iteration settings.
 
     Returns:
         L such that ``||f(x) - f(x')||_2 <= L ||x - x'||_2`` (in eval mode), in logits per pixel unit.
     """
-    return math.prod(b for _, _, b in layer_bounds(model, in_shape, iters, tol))
+    return math.prod(b for _, _, b in layer_bounds(model, in_shape, max_iter, tol))
 
 
 # --------------------------------------------------------------------------------------------------

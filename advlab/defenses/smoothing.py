@@ -36,6 +36,7 @@ from advlab.config import AdvlabError
 
 __all__ = [
     "Certificate",
+    "NoiseAverage",
     "certified_accuracy_curve",
     "certify",
     "gaussian_noise",
@@ -220,6 +221,39 @@ class Certificate:
     def abstain(self) -> Tensor:
         """(N,) bool: where CERTIFY abstained."""
         return self.pred == ABSTAIN
+
+
+class NoiseAverage(nn.Module):
+    """The smoothed classifier's differentiable stand-in, to attack it (Salman et al. 2019's SmoothAdv objective).
+
+    ``log`` of the base classifier's softmax averaged over ``draws`` Gaussian draws of standard deviation ``sigma``,
+    drawn afresh at every call: an attack that takes a step per call averages its gradients over new noise at every
+    step (expectation over transformation). The smoothed classifier itself (:func:`predict`) counts votes and has no
+    gradient. As in :func:`certify`, the noisy inputs are not clipped to [0, 1].
+
+    Args:
+        base_model: the base classifier, (M, C, H, W) -> (M, K) logits.
+        sigma: noise standard deviation (pixel units).
+        draws: noise draws per input and call.
+        generator: CPU generator of the noise, advanced by every call (``None``: one seeded with 0); the caller's
+            global random state is never touched.
+
+    Forward: x (N, C, H, W) in [0, 1] -> (N, K) log-probabilities, from a batch of ``draws · N`` noisy inputs.
+    """
+
+    def __init__(self, base_model: nn.Module, sigma: float, draws: int = 64,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.base_model, self.sigma, self.draws = base_model, _check_sigma(sigma), _check_n(draws, "draws")
+        self.generator = torch.Generator().manual_seed(0) if generator is None else generator
+        if self.generator.device.type != "cpu":
+            raise AdvlabError("NoiseAverage draws its noise on the CPU: pass a CPU torch.Generator.")
+
+    def forward(self, x: Tensor) -> Tensor:
+        noise = torch.randn((self.draws, *x.shape), generator=self.generator, dtype=x.dtype).to(x.device)
+        noisy = (x[None] + self.sigma * noise).flatten(0, 1)  # (draws · N, C, H, W)
+        probs = self.base_model(noisy).softmax(1).view(self.draws, len(x), -1)
+        return probs.mean(0).clamp_min(1e-12).log()
 
 
 @on_model_device
