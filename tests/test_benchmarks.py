@@ -145,3 +145,19 @@ def test_notebook_times_reports_every_code_cell(tmp_path):
     assert path.read_bytes() == before  # the notebook is not modified
     out = tmp_path / "times.md"
     assert nt.main([str(path), "--out", str(out)]) == 0 and "| t.ipynb |" in out.read_text()
+
+
+def test_evaluation_benchmark_smoke():
+    """advlab's default chain vs the torchattacks reference chain on a few images of the standard CNN (both break
+    every image: the paired counts are zero and the Square floor is nothing, since no image ends robust)."""
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "evaluation.py"), "--n", "16", "--models",
+                          "mnist-cnn", "--out", "-"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = run.stdout.splitlines()  # the rows as they come (progress), then the table
+    at = lines.index(next(r for r in lines if r.startswith("| model |")))
+    header, row = lines[at], lines[at + 2]
+    columns = [c.strip() for c in header.strip("|").split("|")]
+    cells = dict(zip(columns, (c.strip() for c in row.strip("|").split("|")), strict=True))
+    assert cells["model"] == "`mnist-cnn`" and cells["advlab default"] == cells["reference"] == "0.0%"
+    assert cells["advlab robust, reference broke"] == cells["reference robust, advlab broke"] == "0"
+    assert cells["Square floor"] == "0 s" and float(cells["best possible ratio"]) <= float(cells["time ratio"])

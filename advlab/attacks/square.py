@@ -160,8 +160,8 @@ def square(
                 cand = _l2_step(xr, br, epr, frac, generator)
             l_new = _lead(model, cand, yr, chunk)
             take = l_new < lr
-            br = torch.where(per_sample(take, br), cand, br)
-            lr = torch.where(take, l_new, lr)
+            if bool(take.any()):  # late in the search few samples improve: copy their rows only
+                br[take], lr[take] = cand[take], l_new[take]
             alive = lr > 0
             if not bool(alive.all()):  # write the fallen back, then keep the survivors only
                 best[rows], lead[rows] = br, lr
