@@ -143,7 +143,6 @@ def run(names: list[str], n: int, eps: float, wrapper: bool) -> str:
         "default chunk, best of 3): the least time any Square with this budget spends on them, whoever implements "
         "it. Best possible ratio: advlab's APGD time plus that floor, over the reference's time.",
         "",
-        "",
         f"Every accuracy is a fraction of the same n = {n} images: its exact 95 % binomial (Clopper–Pearson) interval "
         f"is at most ±{100 * half_width(n):.1f} points (at 50 %). The difference between the two chains is paired (the "
         "same images), so the disagreement counts, not those intervals, say how far apart they are.",
