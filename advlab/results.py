@@ -44,6 +44,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "advlab.defenses.experiments:autoattack_table": defense_experiments.autoattack_table,
     "advlab.defenses.experiments:cross_threat_table": defense_experiments.cross_threat_table,
     "advlab.defenses.experiments:smoothing_soundness": defense_experiments.smoothing_soundness,
+    "advlab.defenses.experiments:purification_report": defense_experiments.purification_report,
 }
 
 # One table of experiments whose result (a JSON value) is cached like a checkpoint. "fn" names a function of
@@ -97,6 +98,19 @@ RESULTS: dict[str, dict[str, Any]] = {
                              "n": 100, "pixels": 10, "seed": 0} for profile in ("fast", "full")},
         "data": "mnist",
         "zoo": ["mnist-cnn", "mnist-cnn-pgd", "mnist-cnn-l2", "mnist-mlp"],
+        "version": 1,
+    },
+    # notebooks/04b_defenses.ipynb, section 5
+    "purification-mnist": {
+        "description": "A Defense-GAN-style projection onto a VAE's manifold under PGD, BPDA-PGD, transfer and Square "
+                       "(advlab.defenses.experiments.purification_report)",
+        "fn": "advlab.defenses.experiments:purification_report",
+        "kwargs": {profile: {"cnn": "mnist-cnn", "vae": "mnist-vae", "n_eval": n_eval, "n": 100, "eps": 0.3,
+                             "steps": steps, "queries": 300, "projection_steps": 50, "restarts": 4}
+                   for profile, n_eval, steps in (("fast", 500, 20), ("full", 10_000, 100))},
+        "course_seed": True,
+        "data": "mnist",
+        "zoo": ["mnist-cnn", "mnist-vae"],
         "version": 1,
     },
     # notebooks/04b_defenses.ipynb, section 7

@@ -20,6 +20,8 @@ from advlab.config import AdvlabError
 from advlab.data.splits import stratified_subset
 from advlab.defenses import smoothing
 from advlab.defenses.adversarial import fgsm_rs_at, label_leaking_eval, one_step_at, pgd_at, vat_train
+from advlab.defenses.masking import masking_report
+from advlab.defenses.purification import ManifoldProjection
 from advlab.eval import autoattack_attacks, pgd_accuracy, robust_accuracy, robustness_record
 from advlab.train import accuracy_interval
 
@@ -338,3 +340,29 @@ def smoothing_soundness(
                                      "abstains": int((answer == -1).sum()),
                                      "norm_ratio": (adv.norms / r_att).tolist()}
     return out
+
+
+@config.isolated
+def purification_report(
+    cnn: str, vae: str, n_eval: int, n: int, eps: float, steps: int, queries: int, projection_steps: int,
+    restarts: int, seed: int = 0, progress: bool = True,
+) -> dict[str, float]:
+    """A Defense-GAN-style purifier under four attacks (notebook 04b, section 5): :func:`masking_report` of
+    :class:`~advlab.defenses.purification.ManifoldProjection` (the zoo classifier ``cnn`` behind a projection onto
+    the decoder of the zoo VAE ``vae``: ``restarts`` random codes, ``projection_steps`` descent steps each) on the
+    first ``n`` of the ``n_eval`` class-balanced MNIST test images, L∞ at ``eps``: PGD and BPDA-PGD (``steps``),
+    PGD transferred from ``cnn`` and Square (``queries``), random starts seeded ``seed``. Every query and step runs the
+    projection's descent, so it is computed once and cached (``python -m advlab.results purification-mnist --ship``).
+
+    Returns:
+        ``{"clean", "pgd", "bpda", "transfer", "square", "undefended_pgd"}``: accuracies, fractions of the n images.
+    """
+    x, y, _ = data.load("mnist", "test", n=n_eval)
+    dev = config.device()
+    x, y = x[:n].to(dev), y[:n].to(dev)
+    model = zoo.load(cnn, progress=False).to(dev).eval()
+    generator = zoo.load(vae, progress=False).to(dev).eval()
+    purifier = ManifoldProjection(model, generator.decode, generator.latent, steps=projection_steps,
+                                  restarts=restarts).eval()
+    return masking_report(model, x, y, eps=eps, steps=steps, sanity=False, seed=seed, queries=queries,
+                          defended=purifier)
