@@ -294,7 +294,10 @@ def table(rows: list[Row], device: torch.device, cmd: str) -> str:
         "passes into that default chunk (`advlab.attacks.tensors.chunk_size`); `advlab whole batch` is the same "
         "attack with `chunk=0`; `torchattacks chunked` is torchattacks called by hand on chunks of the same size. "
         "For PGD the floor loops run once per rep, just before the libraries' runs, and their best times are used, "
-        "because this shared machine's speed drifts by ±10–20% between minutes.",
+        "because this shared machine's speed drifts by ±10–20% between minutes. "
+        "The whole evaluation (advlab's default `eval.robust_accuracy` against an AutoAttack-grade reference chain, "
+        "time and robust accuracy image by image) is benchmarked in `docs/evaluation.md` "
+        "(`benchmarks/evaluation.py`).",
         "",
         "| case | attack | library | n | time (s) | img·steps/s | time ratio to advlab | robust acc. "
         "| median L2 of successes | time / whole-batch floor | time / best-chunk floor |",
