@@ -72,11 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     for path in paths:
         for _ in range(args.tries):
             wall, cells = time_notebook(path, args.cell_timeout)
-            if wall <= sum(c[1] for c in cells) + STALL_SECONDS:
+            own = sum(c[1] for c in cells)
+            if wall <= own + STALL_SECONDS:
                 break
             dropped += 1
-            print(f"{path.name}: {wall:.1f} s, but its cells took {sum(c[1] for c in cells):.1f} s: a stall, again",
-                  flush=True)
+            print(f"{path.name}: {wall:.1f} s, but its cells took {own:.1f} s: a stall, again", flush=True)
         total += wall
         slow = sorted(cells, key=lambda c: -c[1])[: args.top]
         detail = "<br>".join(f"{s:.1f} s, [{i}] `{src[:60].replace('|', '/')}`" for i, s, src in slow)

@@ -144,8 +144,8 @@ def square(
         # the survivors' data, gathered once and compacted only when a survivor falls (not at every query)
         xr, br, er, yr, lr, epr = x[rows], best[rows], e[rows], y[rows], lead[rows], eps_t[rows]
         # L∞: a window's new value is one of the ball's two corners, clipped to the box; every other pixel keeps its
-        # (feasible) value, so the candidate needs no projection
-        up, down = (xr + er).clamp(0, 1), (xr - er).clamp(0, 1)
+        # (feasible) value, so the candidate needs no projection (L2 proposals project themselves)
+        corners = [(xr + er).clamp(0, 1), (xr - er).clamp(0, 1)] if math.isinf(p) else []
         for q in range(1, int(queries)):
             if rows.numel() == 0:
                 break
@@ -155,7 +155,7 @@ def square(
                 side = min(side, h - 1, w - 1) if min(h, w) > 1 else 1
                 mask = _window(len(rows), h, w, torch.full((len(rows),), side), generator, x.device)
                 plus = _signs((len(rows), c, 1, 1), generator, x) > 0
-                cand = torch.where(mask, torch.where(plus, up, down), br)
+                cand = torch.where(mask, torch.where(plus, *corners), br)
             else:
                 cand = _l2_step(xr, br, epr, frac, generator)
             l_new = _lead(model, cand, yr, chunk)
@@ -166,7 +166,7 @@ def square(
             if not bool(alive.all()):  # write the fallen back, then keep the survivors only
                 best[rows], lead[rows] = br, lr
                 rows, xr, br, er, yr, lr, epr = (t[alive] for t in (rows, xr, br, er, yr, lr, epr))
-                up, down = up[alive], down[alive]
+                corners = [t[alive] for t in corners]
         best[rows], lead[rows] = br, lr
         return finish(model, x, best, y, p, chunk=chunk)
 

@@ -209,6 +209,14 @@ def data_size_experiment(
     return out
 
 
+def _eval_images(n_eval: int, n: int | None = None) -> tuple[Tensor, Tensor]:
+    """The first ``n`` (default all) of the ``n_eval`` class-balanced MNIST test images (notebook 04b's evaluation
+    images when ``n_eval`` is its ``N_EVAL``), on the course's device: x (n, 1, 28, 28) in [0, 1], y (n,)."""
+    x, y, _ = data.load("mnist", "test", n=n_eval)
+    dev = config.device()
+    return x[:n].to(dev), y[:n].to(dev)
+
+
 @config.isolated
 def autoattack_table(
     models: dict[str, str], n: int, eps: float = 0.3, norm: str | float = "inf", seed: int = 0,
@@ -229,12 +237,10 @@ def autoattack_table(
         ``{display name: {"zoo", "n", "clean_accuracy", "robust_accuracy", "interval" ([low, high], 95 %),
         "robust" ("0"/"1" per image: survived every attack), "summary" (the report's text table)}}``.
     """
-    x, y, _ = data.load("mnist", "test", n=n)
-    dev = config.device()
-    x, y = x.to(dev), y.to(dev)
+    x, y = _eval_images(n)
     out: dict[str, dict[str, Any]] = {}
     for name, zoo_name in tqdm(models.items(), desc="AutoAttack-grade evaluation", disable=not progress):
-        model = zoo.load(zoo_name, progress=False).to(dev).eval()
+        model = zoo.load(zoo_name, progress=False).to(x.device).eval()
         rep = robust_accuracy(model, x, y, eps, norm, seed=seed)
         out[name] = {"zoo": zoo_name, "n": rep.n, "clean_accuracy": rep.clean_accuracy,
                      "robust_accuracy": rep.robust_accuracy, "interval": list(rep.interval),
@@ -265,9 +271,8 @@ def cross_threat_table(
     Returns:
         ``{threat model: {model name: {"gradient", "gradient-free", "both"}}}``, accuracies over the n images.
     """
-    x, y, _ = data.load("mnist", "test", n=500)
-    dev = config.device()
-    x, y = x[:n].to(dev), y[:n].to(dev)
+    x, y = _eval_images(500, n)
+    dev = x.device
     mlp = zoo.load("mnist-mlp", progress=False).to(dev).eval()  # the transfer surrogate: another architecture
 
     def gen() -> torch.Generator:
@@ -322,10 +327,8 @@ def smoothing_soundness(
         ``{"attacked": image indices (into the n_certify images), "radius": their certified radii R_i,
         "scales": {str(scale): {"breaks", "abstains", "norm_ratio": ||δ_i||_2 / R_i per image}}}``.
     """
-    x, y, _ = data.load("mnist", "test", n=n_eval)
-    dev = config.device()
-    x, y = x[:n_certify].to(dev), y[:n_certify].to(dev)
-    base = zoo.load(zoo_name, progress=False).to(dev).eval()
+    x, y = _eval_images(n_eval, n_certify)
+    base = zoo.load(zoo_name, progress=False).to(x.device).eval()
     cert = smoothing.certify(base, x, sigma, n0=n0, n=n_mc, alpha=alpha, seed=seed)
     attacked = ((cert.pred == y) & (cert.radius > 0)).nonzero().squeeze(1)[:n_attacked]
     x_att, y_att, r_att = x[attacked], y[attacked], cert.radius[attacked].to(x.dtype)
@@ -357,11 +360,9 @@ def purification_report(
     Returns:
         ``{"clean", "pgd", "bpda", "transfer", "square", "undefended_pgd"}``: accuracies, fractions of the n images.
     """
-    x, y, _ = data.load("mnist", "test", n=n_eval)
-    dev = config.device()
-    x, y = x[:n].to(dev), y[:n].to(dev)
-    model = zoo.load(cnn, progress=False).to(dev).eval()
-    generator = zoo.load(vae, progress=False).to(dev).eval()
+    x, y = _eval_images(n_eval, n)
+    model = zoo.load(cnn, progress=False).to(x.device).eval()
+    generator = zoo.load(vae, progress=False).to(x.device).eval()
     purifier = ManifoldProjection(model, generator.decode, generator.latent, steps=projection_steps,
                                   restarts=restarts).eval()
     return masking_report(model, x, y, eps=eps, steps=steps, sanity=False, seed=seed, queries=queries,
