@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from advlab import config, data, models, train, zoo
 from advlab.attacks import next_class, pgd, random_targets
-from advlab.attacks.engine import ascend, select_rows
+from advlab.attacks.engine import Rows, ascend, select_rows
 from advlab.attacks.tensors import check_inputs, eval_mode, on_model_device
 from advlab.config import AdvlabError
 
@@ -116,7 +116,7 @@ def invert_representation(
                 target = g(xt).flatten(1)
                 start_d = _rep_distance(g, xs, target)
 
-            def objective(z: Tensor, rows: Tensor | None, target: Tensor = target) -> tuple[Tensor, None]:
+            def objective(z: Tensor, rows: Rows, target: Tensor = target) -> tuple[Tensor, None]:
                 return -_rep_distance(g, z, select_rows(target, rows)), None  # the engine maximises: minus the distance
 
             run = ascend(objective, xs, lambda z, rows: z.clamp(0, 1), int(steps), step_size, 2.0, decay=decay)

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from advlab import config, models, train
 from advlab.attacks.core import attack_loss, is_success
-from advlab.attacks.engine import ascend, better, default_step_size, select_rows
+from advlab.attacks.engine import Rows, ascend, better, default_step_size, select_rows
 from advlab.attacks.pgd import pgd
 from advlab.attacks.result import AttackResult
 from advlab.attacks.tensors import as_eps, check_inputs, check_logits, eval_mode, on_model_device
@@ -102,12 +102,12 @@ def _code_pgd(
     check_logits(logits, y)
     clean_loss, clean_succ = attack_loss(logits, y, "ce"), is_success(logits, y)
 
-    def objective(code: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+    def objective(code: Tensor, rows: Rows) -> tuple[Tensor, Tensor]:
         out, yr = model(generate(code)), select_rows(y, rows)
         return attack_loss(out, yr, "ce"), is_success(out.detach(), yr)
 
-    def feasible(code: Tensor, rows: Tensor | None) -> Tensor:
-        return torch.minimum(torch.maximum(code, low), high)
+    def feasible(code: Tensor, rows: Rows) -> Tensor:
+        return torch.minimum(torch.maximum(code, select_rows(low, rows)), select_rows(high, rows))
 
     run = ascend(objective, start, feasible, steps, step_size, math.inf)
     # the clean code is the reference of "best" at step 0: the attack never returns something worse than it

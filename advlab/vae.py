@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from advlab import config, zoo
 from advlab.attacks.core import project, random_start
-from advlab.attacks.engine import ascend, default_step_size, select_rows
+from advlab.attacks.engine import Rows, ascend, default_step_size, select_rows
 from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, lp_norm, on_model_device, parse_norm
 from advlab.config import AdvlabError
 
@@ -279,12 +279,13 @@ def _kos(
             target = objective.prepare(vae, x_target, y_target)
         z0 = x + random_start(x, eps_t, p, generator) if rand else x
 
-        def value(z: Tensor, rows: Tensor | None) -> tuple[Tensor, None]:
+        def value(z: Tensor, rows: Rows) -> tuple[Tensor, None]:
             # the engine maximises: descend the objective
             return -objective(vae, z, select_rows(y, rows), select_rows(target, rows)), None
 
-        def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
-            return x + project(z - x, x, eps_t, p)
+        def feasible(z: Tensor, rows: Rows) -> Tensor:
+            xr = select_rows(x, rows)
+            return xr + project(z - xr, xr, select_rows(eps_t, rows), p)
 
         run = ascend(value, z0, feasible, int(steps), alpha, p)
         best_x, best = run.z, -run.value

@@ -96,6 +96,28 @@ def summarize(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> tuple[fl
     return (~fooled).float().mean().item(), med
 
 
+class Bf16(nn.Module):
+    """``model`` run under ``torch.autocast`` in bfloat16, returning float32 logits: what the hardware gives when the
+    arithmetic is allowed to change (CPUs with AMX or AVX-512 BF16, GPUs). Not advlab's default: the attack's gradients
+    and its choice of the best iterate are then bfloat16 approximations. The row's robust accuracy is still counted
+    by the float32 model (``summarize``)."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model, self.device_type = model, device.type
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.model(x).float()
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` has bfloat16 arithmetic in hardware (else autocast would only emulate it, slowly)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def peers(model: nn.Module, device: torch.device, shape: tuple[int, ...]) -> dict[str, dict[str, Callable]]:
     """Per library, a dict attack-name -> fn(x, y, cfg) returning x_adv. Libraries that fail to import are left out."""
     out: dict[str, dict[str, Callable]] = {}
@@ -215,6 +237,10 @@ def run_case(
             # the same attack on the whole batch at once (chunk=0), then stopping each sample at its first success
             fns.append(("advlab whole batch",
                         lambda xs=xs, ys=ys, a=attack, c={**cfg_n, "chunk": 0}: advlab_attacks()[a](model, xs, ys, c)))
+            if fast_bf16(device):
+                bf16 = Bf16(model, device)
+                fns.append(("advlab, model in bf16", lambda xs=xs, ys=ys, a=attack, c=cfg_n, m=bf16:
+                            advlab_attacks()[a](m, xs, ys, c)))
             norm = "inf" if attack == "PGD-Linf" else 2
             e, a = (cfg["eps_inf"], cfg["alpha_inf"]) if norm == "inf" else (cfg["eps_2"], cfg["alpha_2"])
             for name, start in (("advlab early_stop", True), ("advlab BIM early_stop", False)):
@@ -328,15 +354,19 @@ def targets(rows: list[Row]) -> list[str]:
         "work (each sample stops at its first success; the same robust accuracy up to the randomness of the start) "
         "and is shown for scale, not counted against the targets. A full-budget advlab run costs steps × (forward + "
         "input-gradient backward) plus two forwards by design (the last iterate, and the eval-mode re-check of what "
-        "it returns) and a one-input probe of the model.",
+        "it returns) and a one-input probe of the model. `advlab, model in bf16` (where the hardware has bfloat16 "
+        "arithmetic) is the same attack on the model run under `torch.autocast` in bfloat16: not the floor's "
+        "arithmetic, so it is shown beside the targets, not counted for them, with the robust accuracy that the "
+        "float32 model gives on its outputs.",
         "",
         "The paired column is the median over reps of advlab's time / the best-chunk floor timed just before it in "
         "the same rep (less exposed to the machine's drift), with its range.",
         "",
         "| case | attack | advlab / best-chunk floor (best / best) | paired, median [min–max] "
         "| advlab vs torchattacks (throughput) | advlab vs torchattacks chunked | advlab vs its own whole batch "
-        "| early_stop vs torchattacks | robust acc. advlab / torchattacks / torchattacks chunked |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| early_stop vs torchattacks | robust acc. advlab / torchattacks / torchattacks chunked "
+        "| bf16 model vs torchattacks (robust acc.) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in dict.fromkeys(r.case for r in rows):
         for attack in ("PGD-Linf", "PGD-L2"):
@@ -350,7 +380,9 @@ def targets(rows: list[Row]) -> list[str]:
             speed = " | ".join(f"{r.seconds / s.seconds:.2f}×" for r, s in ((ta, ours), (tac, ours), (whole, ours),
                                                                              (ta, fast)))
             accs = " / ".join(f"{r.robust_accuracy:.3f}" for r in (ours, ta, tac))
-            out.append(f"| {case} | {attack} | {ours.over_chunk:.2f}× | {paired} | {speed} | {accs} |")
+            bf = got.get("advlab, model in bf16")
+            bf16 = "" if bf is None else f"{ta.seconds / bf.seconds:.2f}× ({bf.robust_accuracy:.3f})"
+            out.append(f"| {case} | {attack} | {ours.over_chunk:.2f}× | {paired} | {speed} | {accs} | {bf16} |")
     return out
 
 

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +23,9 @@ def test_attack_benchmark_smoke(tmp_path):
         assert f"| {attack} | advlab |" in table
     assert "advlab early_stop" in table and "torchattacks" in table
     assert "| PGD-Linf | advlab whole batch |" in table and "| PGD-Linf | torchattacks chunked |" in table
+    # the bfloat16 row exactly where the CPU has bfloat16 arithmetic, its robust accuracy counted in float32
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert ("| PGD-Linf | advlab, model in bf16 |" in table) == bf16
     # the targets section restates the PGD rows: one line per norm, with a finite overhead over the floor
     section = table.split("## PGD against the targets")[1]
     for attack in ("PGD-Linf", "PGD-L2"):
@@ -31,6 +35,9 @@ def test_attack_benchmark_smoke(tmp_path):
         # the paired ratio: median [min–max] over reps of advlab's time / the floor timed just before it
         median, lo, hi = (float(v) for v in re.findall(r"[0-9.]+", cells[3]))
         assert 0 < lo <= median <= hi
+        if bf16:  # "speed× (robust accuracy)"
+            speed, acc = (float(v) for v in re.findall(r"[0-9.]+", cells[-1]))
+            assert speed > 0 and 0 <= acc <= 1
 
 
 def _run_quick(script: str, tmp_path) -> str:

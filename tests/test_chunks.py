@@ -143,6 +143,28 @@ def test_engine_hands_each_chunk_its_rows():
         torch.testing.assert_close(out.value, w.abs().sum(1))
 
 
+def test_engine_projects_each_chunk_onto_its_own_rows():
+    """Per-sample boxes, projected in place: a chunk clamped to another chunk's bounds ends outside its own box, and a
+    projection writing into the engine's buffer must not disturb the other chunks or the kept iterates."""
+    torch.manual_seed(0)
+    w, lo, hi = torch.randn(13, 6), -torch.rand(13, 6), torch.rand(13, 6)
+
+    def objective(z, rows):
+        return (z * engine.select_rows(w, rows)).sum(1), None
+
+    def box(z, rows):
+        return torch.clamp(z, engine.select_rows(lo, rows), engine.select_rows(hi, rows), out=z)
+
+    best = torch.where(w > 0, hi, lo)  # the maximiser of w·z over each sample's box
+    z0 = torch.zeros(13, 6)
+    for chunk in (0, 1, 4):
+        for keep_last in (False, True):
+            out = engine.ascend(objective, z0, box, steps=3, step_size=2.0, norm=math.inf, chunk=chunk,
+                                keep_last=keep_last)
+            assert torch.equal(out.z, best), (chunk, keep_last)
+    assert torch.equal(z0, torch.zeros(13, 6))  # the caller's start is not the buffer
+
+
 def test_the_oracle_is_batch_invariant(exact_cnn, batch):
     """The premise of the exact comparisons above."""
     x, _ = batch

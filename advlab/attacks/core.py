@@ -171,7 +171,8 @@ def steepest_direction(grad: Tensor, p: float, x_adv: Tensor | None = None, l1_f
       With ``x_adv`` given, coordinates that cannot move in the direction of their gradient (a pixel at 1 with a
       positive gradient, at 0 with a negative one) are skipped.
 
-    A zero gradient gives a zero direction. Shapes: grad (N, *) -> (N, *).
+    A zero gradient gives a zero direction. Shapes: grad (N, *) -> (N, *), always a new tensor (callers may
+    scale it in place).
     """
     if math.isinf(p):
         return grad.sign()

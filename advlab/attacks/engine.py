@@ -9,11 +9,17 @@ which the caller passes in::
     out = ascend(objective, z0, project, steps=40, step_size=alpha, norm=math.inf)
 
 * ``objective(z, rows) -> (value, success)``: the per-sample value (N,) to *maximise*, computed differentiably from
-  ``z`` (N, *), and an optional (N,) bool success flag (``None`` when there is none). ``rows`` are the indices
-  of the samples in ``z`` among the ``N0`` that the call started with (``None`` while all are present), so the
-  objective can pick its own per-sample data (labels, targets) with :func:`select_rows`. An objective must use
-  them: the engine calls it on chunks of the batch (``chunk``) and on the samples still moving (``early_stop``).
-* ``project(z, rows) -> z``: the feasible set (an Lp ball ∩ the pixel box, a box of latent codes, the box alone).
+  ``z`` (N, *), and an optional (N,) bool success flag (``None`` when there is none). ``rows`` says which of the
+  ``N0`` samples that the call started with are in ``z``: ``None`` (all of them), a ``slice`` (a chunk of them)
+  or an index tensor (a chunk of the samples still moving), so the objective can pick its own per-sample data
+  (labels, targets) with :func:`select_rows`. An objective must use them: the engine calls it on chunks of the
+  batch (``chunk``) and on the samples still moving (``early_stop``).
+* ``project(z, rows) -> z``: the feasible set (an Lp ball ∩ the pixel box, a box of latent codes, the box alone),
+  for the same ``rows`` (select its per-sample bounds with :func:`select_rows` too). ``z`` is the engine's own
+  buffer: the projection may write into it and return it (``torch.clamp(z, lo, hi, out=z)``).
+
+Each chunk goes from its forward pass through its step before the next chunk starts, so that on a CPU its
+tensors are still in the caches when they are updated.
 
 Gradients are taken with respect to ``z`` only; non-finite gradient entries count as 0.
 """
@@ -30,8 +36,9 @@ from torch import Tensor
 from advlab.attacks.core import per_sample, steepest_direction
 from advlab.attacks.tensors import chunk_size, chunk_slices
 
-ObjectiveFn = Callable[[Tensor, Tensor | None], tuple[Tensor, Tensor | None]]
-ProjectFn = Callable[[Tensor, Tensor | None], Tensor]
+Rows = Tensor | slice | None
+ObjectiveFn = Callable[[Tensor, Rows], tuple[Tensor, Tensor | None]]
+ProjectFn = Callable[[Tensor, Rows], Tensor]
 
 STEP_FACTOR = 2.5  # the default step 2.5 · ε / steps (Madry et al.): a walk can cross the ball and come back
 
@@ -56,8 +63,9 @@ class Ascent:
     success: Tensor
 
 
-def select_rows(t: Tensor | None, rows: Tensor | None) -> Tensor | None:
-    """``t``'s entries for the samples ``rows`` an objective is called on (``t`` itself while ``rows`` is None)."""
+def select_rows(t: Tensor | None, rows: Rows) -> Tensor | None:
+    """``t``'s entries for the samples ``rows`` an objective is called on (``t`` itself while ``rows`` is None; a view
+    for a slice)."""
     return t if rows is None or t is None else t[rows]
 
 
@@ -66,21 +74,10 @@ def better(value: Tensor, success: Tensor, best_value: Tensor, best_success: Ten
     return (success & ~best_success) | ((success == best_success) & (value > best_value))
 
 
-def _value_and_grad(objective: ObjectiveFn, z: Tensor, rows: Tensor | None, grad: bool, chunk: int | None
+def _value_and_grad(objective: ObjectiveFn, z: Tensor, rows: Rows, grad: bool
                     ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """The objective (N,), its gradient w.r.t. ``z`` (N, *) and its success flag (N,) or None, computed on chunks
-    (:func:`advlab.attacks.tensors.chunk_size` of the samples still moving): each chunk's objective gets the chunk's
-    own ``rows`` (indices among the ``N0`` samples)."""
-    size = chunk_size(z, chunk)
-    if len(z) > size:
-        parts = []
-        for s in chunk_slices(len(z), size):
-            r = torch.arange(s.start, s.stop, device=z.device) if rows is None else rows[s]
-            parts.append(_value_and_grad(objective, z[s], r, grad, size))
-        value = torch.cat([v for v, _, _ in parts])
-        g = torch.cat([gr for _, gr, _ in parts]) if grad else None
-        succ = None if parts[0][2] is None else torch.cat([sc for _, _, sc in parts])
-        return value, g, succ
+    """The objective (n,), its gradient w.r.t. ``z`` (n, *) (``None`` without ``grad``) and its success flag (n,)
+    or None, on one chunk ``z`` of the samples ``rows``; non-finite gradient entries count as 0."""
     if not grad:
         with torch.no_grad():
             value, succ = objective(z, rows)
@@ -94,6 +91,16 @@ def _value_and_grad(objective: ObjectiveFn, z: Tensor, rows: Tensor | None, grad
             g = None
     g = torch.zeros_like(z) if g is None else g.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
     return value.detach(), g, None if succ is None else succ.detach()
+
+
+def _chunks(n: int, size: int, rows: Tensor | None) -> list[tuple[slice, Rows]]:
+    """The chunks of the ``n`` samples in ``z``: each one's slice of ``z`` and its ``rows`` for the objective and
+    the projection (``None``: the whole batch in one chunk; a slice of the ``N0`` samples while all are present;
+    the index tensor ``rows[s]`` once some have stopped)."""
+    slices = chunk_slices(n, size)
+    if rows is not None:
+        return [(s, rows[s]) for s in slices]
+    return [(slices[0], None)] if len(slices) == 1 else [(s, s) for s in slices]
 
 
 def ascend(
@@ -138,12 +145,24 @@ def ascend(
     alpha = alpha.expand(n).clone() if alpha.ndim == 0 else alpha.flatten().clone()
     z = z0.detach().clone()
     chunk_size(z0, chunk)  # a bad chunk is refused before any work
+
+    def step(zc: Tensor, grad: Tensor, r: Rows, k: int) -> None:
+        """Move the chunk ``zc`` (a view of ``z``) one projected step along ``grad``, in place."""
+        a = select_rows(alpha, r)
+        if decay:
+            a = a * (1 - k / steps)
+        d = steepest_direction(grad, norm, zc, l1_fraction).mul_(per_sample(a, zc))  # a fresh tensor: reused
+        moved = project(zc.add_(d), r)
+        if moved is not zc:
+            zc.copy_(moved)
+
     if keep_last:
         value = torch.full((n,), -math.inf, dtype=z0.dtype, device=z0.device)
         for k in range(steps):
-            value, grad, _ = _value_and_grad(objective, z, None, True, chunk)
-            a = alpha * (1 - k / steps) if decay else alpha
-            z = project(z + per_sample(a, z) * steepest_direction(grad, norm, z, l1_fraction), None)
+            for s, r in _chunks(n, chunk_size(z, chunk), None):
+                v, grad, _ = _value_and_grad(objective, z[s], r, True)
+                value[s] = v
+                step(z[s], grad, r, k)
         return Ascent(z, value, torch.zeros(n, dtype=torch.bool, device=z0.device))
     best_z = z.clone()
     best_value = torch.full((n,), -math.inf, dtype=z0.dtype, device=z0.device)
@@ -151,25 +170,29 @@ def ascend(
     rows: Tensor | None = None  # the samples still moving (None: all of them)
     for k in range(steps + 1):
         last = k == steps
-        value, grad, succ = _value_and_grad(objective, z, rows, not last, chunk)
-        succ = torch.zeros_like(value, dtype=torch.bool) if succ is None else succ
-        if rows is None:
-            upd = better(value, succ, best_value, best_succ)
-            m = per_sample(upd.to(z.dtype), z)  # 0/1 float mask: exact, and cheaper than where on CPU
-            best_z.mul_(1 - m).addcmul_(z, m)
-            best_value = torch.where(upd, value, best_value)
-            best_succ = best_succ | succ
-        else:
-            upd = better(value, succ, best_value[rows], best_succ[rows])
-            best_z[rows] = torch.where(per_sample(upd, z), z, best_z[rows])
-            best_value[rows] = torch.where(upd, value, best_value[rows])
-            best_succ[rows] = best_succ[rows] | succ
+        # one chunk at a time from its forward to its step, so that its tensors are still in the CPU's caches
+        for s, r in _chunks(len(z), chunk_size(z, chunk), rows):
+            zc = z[s]
+            value, grad, succ = _value_and_grad(objective, zc, r, not last)
+            succ = torch.zeros_like(value, dtype=torch.bool) if succ is None else succ
+            if rows is None:  # r: None or a slice, so best_*[r] are views updated in place
+                upd = better(value, succ, best_value[s], best_succ[s])
+                if bool(upd.all()):  # common while the objective climbs: one copy instead of two masked passes
+                    best_z[s].copy_(zc)
+                elif bool(upd.any()):
+                    m = per_sample(upd.to(z.dtype), zc)  # 0/1 float mask: exact, and cheaper than where on CPU
+                    best_z[s].mul_(1 - m).addcmul_(zc, m)
+                best_value[s] = torch.where(upd, value, best_value[s])
+                best_succ[s] |= succ
+            else:
+                upd = better(value, succ, best_value[r], best_succ[r])
+                best_z[r] = torch.where(per_sample(upd, zc), zc, best_z[r])
+                best_value[r] = torch.where(upd, value, best_value[r])
+                best_succ[r] = best_succ[r] | succ
+            if not last:
+                step(zc, grad, r, k)
         if last:
             break
-        a = alpha if rows is None else alpha[rows]
-        if decay:
-            a = a * (1 - k / steps)
-        z = project(z + per_sample(a, z) * steepest_direction(grad, norm, z, l1_fraction), rows)
         if early_stop:
             keep = ~(best_succ if rows is None else best_succ[rows])
             if not bool(keep.all()):

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from advlab.attacks.core import Objective, attack_loss, check_loss, is_success, per_sample, project
 from advlab.attacks.core import random_start as _random_start
-from advlab.attacks.engine import ascend, better, default_step_size, select_rows
+from advlab.attacks.engine import Rows, ascend, better, default_step_size, select_rows
 from advlab.attacks.result import AttackResult, finish
 from advlab.attacks.tensors import (
     as_eps,
@@ -44,15 +44,15 @@ def _run(
     if p == math.inf:  # the L∞ ball ∩ box is a box: its projection is one clamp to bounds computed once
         lo, hi = (x - per_sample(eps, x)).clamp_(min=0), (x + per_sample(eps, x)).clamp_(max=1)
 
-        def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
-            return torch.minimum(torch.maximum(z, select_rows(lo, rows)), select_rows(hi, rows))
+        def feasible(z: Tensor, rows: Rows) -> Tensor:  # in place: z is the engine's buffer
+            return torch.clamp(z, select_rows(lo, rows), select_rows(hi, rows), out=z)
     else:
 
-        def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
+        def feasible(z: Tensor, rows: Rows) -> Tensor:
             xr, er = select_rows(x, rows), select_rows(eps, rows)
             return xr + project(z - xr, xr, er, p)
 
-    def objective(z: Tensor, rows: Tensor | None) -> tuple[Tensor, Tensor]:
+    def objective(z: Tensor, rows: Rows) -> tuple[Tensor, Tensor]:
         yr = select_rows(y, rows)
         logits = model(z)
         return attack_loss(logits, yr, loss, targeted), is_success(logits.detach(), yr, targeted)

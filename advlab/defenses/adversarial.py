@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from advlab import train
 from advlab.attacks.core import project
-from advlab.attacks.engine import ascend, default_step_size, select_rows
+from advlab.attacks.engine import Rows, ascend, default_step_size, select_rows
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.pgd import pgd
 from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, parse_norm
@@ -448,11 +448,12 @@ def trades_adversary(
         noise = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         z0 = x + project(0.001 * noise, x, eps_t, p)
 
-        def objective(z: Tensor, rows: Tensor | None) -> tuple[Tensor, None]:
+        def objective(z: Tensor, rows: Rows) -> tuple[Tensor, None]:
             return kl_divergence(select_rows(logits, rows), model(z)), None
 
-        def feasible(z: Tensor, rows: Tensor | None) -> Tensor:
-            return x + project(z - x, x, eps_t, p)
+        def feasible(z: Tensor, rows: Rows) -> Tensor:
+            xr = select_rows(x, rows)
+            return xr + project(z - xr, xr, select_rows(eps_t, rows), p)
 
         run = ascend(objective, z0, feasible, steps, alpha, p, keep_last=True)
     return run.z.clamp(0, 1).detach()
