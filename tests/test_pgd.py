@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 from advlab.attacks import bim, fgsm, pgd
+from advlab.attacks.pgd import pgd_inputs
 from advlab.attacks.targets import next_class
+from advlab.config import AdvlabError
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 NORMS = [math.inf, 2.0, 1.0]
@@ -199,3 +201,32 @@ def test_early_stop_gives_the_same_robust_accuracy_for_less_compute(batch, p):
     # same random start, same steps until a sample breaks: exactly the same samples break
     assert torch.equal(early.success, full.success)
     assert bool((early.norms <= eps * (1 + 1e-5)).all()) and early.x_adv.min() >= 0 and early.x_adv.max() <= 1
+
+
+@pytest.mark.parametrize("p", [math.inf, 2.0])
+def test_pgd_inputs_are_pgds_inputs_without_the_recheck(batch, p):
+    """The training hook's variant returns the very x_adv of pgd and skips exactly one forward of the batch."""
+    model, x, y = batch
+    eps = 0.1 if p == math.inf else 1.5
+    counted = _RowCounter(model).eval()
+    full = pgd(counted, x, y, eps, norm=p, steps=5, generator=torch.Generator().manual_seed(0))
+    rows_full, counted.rows = counted.rows, 0
+    inputs = pgd_inputs(counted, x, y, eps, norm=p, steps=5, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(inputs, full.x_adv)
+    assert counted.rows == rows_full - len(x)
+
+
+def test_pgd_inputs_refuse_non_finite_inputs(batch, monkeypatch):
+    """No re-check forward, but still no NaN handed to a trainer: an engine run that ends on NaN is refused."""
+    import importlib
+
+    from advlab.attacks.engine import Ascent
+
+    pgd_module = importlib.import_module("advlab.attacks.pgd")  # the module (advlab.attacks.pgd is the function)
+
+    model, x, y = batch
+    n = len(x)
+    monkeypatch.setattr(pgd_module, "ascend", lambda *a, **k: Ascent(torch.full_like(x, float("nan")),
+                                                                      torch.zeros(n), torch.zeros(n, dtype=torch.bool)))
+    with pytest.raises(AdvlabError, match="non-finite"):
+        pgd_inputs(model, x, y, 0.1, steps=1)

@@ -229,8 +229,8 @@ def project_l2(z: Tensor, x: Tensor, eps: Tensor, max_iter: int = 1000) -> Tenso
     zf, xf = z.flatten(1), x.flatten(1)
     bound = torch.gt(zf, 0, out=torch.empty_like(zf)).sub_(xf)  # 1 - x where z > 0, -x elsewhere
     brk = torch.div(bound, zf).nan_to_num_(nan=math.inf, neginf=math.inf)  # z_i = 0: never clipped
-    clipped, free = torch.empty_like(zf), torch.empty_like(zf)
-    z2, b2 = zf * zf, bound * bound
+    clipped, free, prod = torch.empty_like(zf), torch.empty_like(zf), torch.empty_like(zf)  # reused every round:
+    z2, b2 = zf * zf, bound * bound  # a fresh large CPU tensor costs page faults, often more than the pass itself
     e2 = eps * eps
     t = (eps / z2.sum(1).sqrt().clamp_min(1e-30)).clamp(max=1.0)  # nothing clipped: ||t z|| = ε
 
@@ -241,8 +241,8 @@ def project_l2(z: Tensor, x: Tensor, eps: Tensor, max_iter: int = 1000) -> Tenso
     moved = True
     for _ in range(max_iter):
         masks(t)
-        a = (free * z2).sum(1)  # each sum over its own mask: a difference of two large sums would lose digits
-        b = (clipped * b2).sum(1)
+        a = torch.mul(free, z2, out=prod).sum(1)  # each sum over its own mask: a difference of two large sums
+        b = torch.mul(clipped, b2, out=prod).sum(1)  # would lose digits
         t_next = torch.where(a > 0, ((e2 - b).clamp_min(0) / a.clamp_min(1e-30)).sqrt(), torch.ones_like(t))
         t_next = torch.maximum(t, t_next.clamp(max=1.0))
         moved = bool((t_next > t).any())  # one host sync per round
@@ -251,7 +251,7 @@ def project_l2(z: Tensor, x: Tensor, eps: Tensor, max_iter: int = 1000) -> Tenso
             break
     if moved:  # stopped by max_iter: the masks must belong to the final t
         masks(t)
-    delta = torch.addcmul(clipped.mul_(bound), free, zf * t[:, None])  # clip(t z, -x, 1 - x)
+    delta = clipped.mul_(bound).addcmul_(free, torch.mul(zf, t[:, None], out=prod))  # clip(t z, -x, 1 - x)
     return _shrink_into(delta, eps, 2.0).view_as(z)
 
 

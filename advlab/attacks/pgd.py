@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from advlab.attacks.core import Objective, attack_loss, check_loss, is_success, per_sample, project
 from advlab.attacks.core import random_start as _random_start
 from advlab.attacks.engine import Rows, ascend, better, default_step_size, select_rows
-from advlab.attacks.result import AttackResult, finish
+from advlab.attacks.result import AttackResult, checked_inputs, finish
 from advlab.attacks.tensors import (
     as_eps,
     check_inputs,
@@ -60,6 +60,68 @@ def _run(
     z0 = x + _random_start(x, eps, p, generator) if start else x
     out = ascend(objective, z0, feasible, steps, alpha, p, early_stop=early_stop, l1_fraction=l1_fraction, chunk=chunk)
     return out.z, out.value, out.success
+
+
+def _search(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float | Tensor,
+    norm: str | float,
+    steps: int,
+    step_size: float | Tensor | None,
+    random_start: bool,
+    restarts: int,
+    targeted: bool,
+    loss: str | Objective,
+    l1_fraction: float,
+    generator: torch.Generator | None,
+    early_stop: bool,
+    chunk: int | None,
+) -> tuple[Tensor, Tensor, Tensor, float]:
+    """:func:`pgd`'s work without its re-check: the checked inputs, labels, each sample's best iterate (N, *) in
+    [0, 1] and the norm's p. A training hook needs only the adversarial inputs (:func:`pgd_inputs`)."""
+    p = parse_norm(norm)
+    x, y = check_inputs(x, y)
+    eps_t = as_eps(eps, x)
+    loss = check_loss(loss)
+    if int(steps) != steps or steps < 0:
+        raise AdvlabError(f"steps must be a non-negative integer, got {steps!r}.")
+    if int(restarts) != restarts or restarts < 1:
+        raise AdvlabError(f"restarts must be an integer >= 1, got {restarts!r}.")
+    if restarts > 1 and not random_start:
+        raise AdvlabError("restarts > 1 repeats the same deterministic run without a random start; "
+                          "set random_start=True.")
+    if not 0 < l1_fraction <= 1:
+        raise AdvlabError(f"l1_fraction must lie in (0, 1], got {l1_fraction!r}.")
+    if step_size is None:
+        alpha = default_step_size(eps_t, steps)
+    else:
+        alpha = torch.as_tensor(step_size, dtype=x.dtype, device=x.device)
+        if alpha.numel() not in (1, len(x)) or not bool((alpha > 0).all()):
+            raise AdvlabError(f"step_size must be > 0, a scalar or one per sample; got {step_size!r}.")
+        alpha = alpha.flatten().expand(len(x)).clone() if alpha.numel() == 1 else alpha.flatten()
+    with eval_mode(model):
+        with torch.no_grad():  # shape, label range and softmax checks on one input: cheap, before any loss
+            check_logits(logits_of(model, x[:1]), y)
+        # no clean forward: without a random start the first iterate is x itself and is evaluated in the loop;
+        # with one, x is not an iterate of the run (Madry et al.), and ε = 0 makes the start x again
+        best_x = x.clone()
+        best_loss = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
+        best_succ = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+        for r in range(int(restarts)):
+            idx = torch.arange(len(x), device=x.device) if r == 0 else (~best_succ).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            xr, lr, sr = _run(
+                model, x[idx], y[idx], eps_t[idx], alpha[idx], p, int(steps), random_start, targeted, loss,
+                l1_fraction, generator, early_stop, chunk,
+            )
+            upd = better(lr, sr, best_loss[idx], best_succ[idx])
+            best_x[idx[upd]] = xr[upd]
+            best_loss[idx[upd]] = lr[upd]
+            best_succ[idx] = best_succ[idx] | sr
+    return x, y, checked_inputs(best_x), p
 
 
 @on_model_device
@@ -116,47 +178,29 @@ def pgd(
     Returns:
         :class:`~advlab.attacks.result.AttackResult` re-checked in eval mode.
     """
-    p = parse_norm(norm)
-    x, y = check_inputs(x, y)
-    eps_t = as_eps(eps, x)
-    loss = check_loss(loss)
-    if int(steps) != steps or steps < 0:
-        raise AdvlabError(f"steps must be a non-negative integer, got {steps!r}.")
-    if int(restarts) != restarts or restarts < 1:
-        raise AdvlabError(f"restarts must be an integer >= 1, got {restarts!r}.")
-    if restarts > 1 and not random_start:
-        raise AdvlabError("restarts > 1 repeats the same deterministic run without a random start; "
-                          "set random_start=True.")
-    if not 0 < l1_fraction <= 1:
-        raise AdvlabError(f"l1_fraction must lie in (0, 1], got {l1_fraction!r}.")
-    if step_size is None:
-        alpha = default_step_size(eps_t, steps)
-    else:
-        alpha = torch.as_tensor(step_size, dtype=x.dtype, device=x.device)
-        if alpha.numel() not in (1, len(x)) or not bool((alpha > 0).all()):
-            raise AdvlabError(f"step_size must be > 0, a scalar or one per sample; got {step_size!r}.")
-        alpha = alpha.flatten().expand(len(x)).clone() if alpha.numel() == 1 else alpha.flatten()
-    with eval_mode(model):
-        with torch.no_grad():  # shape, label range and softmax checks on one input: cheap, before any loss
-            check_logits(logits_of(model, x[:1]), y)
-        # no clean forward: without a random start the first iterate is x itself and is evaluated in the loop;
-        # with one, x is not an iterate of the run (Madry et al.), and ε = 0 makes the start x again
-        best_x = x.clone()
-        best_loss = torch.full((len(x),), -math.inf, dtype=x.dtype, device=x.device)
-        best_succ = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-        for r in range(int(restarts)):
-            idx = torch.arange(len(x), device=x.device) if r == 0 else (~best_succ).nonzero().squeeze(1)
-            if idx.numel() == 0:
-                break
-            xr, lr, sr = _run(
-                model, x[idx], y[idx], eps_t[idx], alpha[idx], p, int(steps), random_start, targeted, loss,
-                l1_fraction, generator, early_stop, chunk,
-            )
-            upd = better(lr, sr, best_loss[idx], best_succ[idx])
-            best_x[idx[upd]] = xr[upd]
-            best_loss[idx[upd]] = lr[upd]
-            best_succ[idx] = best_succ[idx] | sr
-        return finish(model, x, best_x, y, p, targeted, chunk)
+    x, y, x_adv, p = _search(model, x, y, eps, norm, steps, step_size, random_start, restarts, targeted, loss,
+                             l1_fraction, generator, early_stop, chunk)
+    with eval_mode(model, warn=False):
+        return finish(model, x, x_adv, y, p, targeted, chunk)
+
+
+@on_model_device
+def pgd_inputs(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    eps: float | Tensor,
+    norm: str | float = "inf",
+    steps: int = 40,
+    step_size: float | Tensor | None = None,
+    random_start: bool = True,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The adversarial inputs (N, *) of :func:`pgd` (the same tensor as its ``x_adv``), without the eval-mode forward
+    that re-checks their predictions: what an adversarial-training hook needs (it trains on them and never reads
+    ``success``). Arguments as in :func:`pgd`."""
+    return _search(model, x, y, eps, norm, steps, step_size, random_start, 1, False, "ce", 0.01, generator, False,
+                   None)[2]
 
 
 @on_model_device

@@ -50,6 +50,15 @@ class AttackResult:
         )
 
 
+def checked_inputs(x_adv: Tensor) -> Tensor:
+    """An attack's output ``x_adv`` (N, *) detached and clamped to [0, 1]; :class:`AdvlabError` when it holds a NaN or
+    an inf (which a model would classify as class 0, counted as a success)."""
+    if not bool(torch.isfinite(x_adv).all()):
+        raise AdvlabError("The attack produced non-finite inputs (NaN or inf), so its result cannot be trusted; check "
+                          "eps and step_size, and that the model's gradients are finite.")
+    return x_adv.detach().clamp(0, 1)
+
+
 def finish(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, p: float, targeted: bool = False,
            chunk: int | None = None) -> AttackResult:
     """Re-check ``x_adv`` in eval mode and build the :class:`AttackResult`.
@@ -58,10 +67,7 @@ def finish(model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, p: float, targ
     would be classified as class 0 and counted as a success. ``chunk``: samples per forward
     (:func:`advlab.attacks.tensors.chunk_size`).
     """
-    if not bool(torch.isfinite(x_adv).all()):
-        raise AdvlabError("The attack produced non-finite inputs (NaN or inf), so its result cannot be trusted; check "
-                          "eps and step_size, and that the model's gradients are finite.")
-    x_adv = x_adv.detach().clamp(0, 1)
+    x_adv = checked_inputs(x_adv)
     pred = logits_of(model, x_adv, chunk).argmax(1)
     success = pred == y if targeted else pred != y
     return AttackResult(x_adv=x_adv, success=success, norms=lp_norm(x_adv - x, p), pred=pred, norm=p)

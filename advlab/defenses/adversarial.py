@@ -32,7 +32,7 @@ from advlab import train
 from advlab.attacks.core import project
 from advlab.attacks.engine import Rows, ascend, default_step_size, select_rows
 from advlab.attacks.fgsm import fgsm
-from advlab.attacks.pgd import pgd
+from advlab.attacks.pgd import pgd, pgd_inputs
 from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, parse_norm
 from advlab.attacks.vat import kl_divergence, vat_direction
 from advlab.config import AdvlabError
@@ -118,9 +118,9 @@ class PGDPerturb(_WarmupPerturb):
         if eps == 0:
             return xb
         step = None if self.step_size is None else self.step_size * eps / self.eps
-        res = pgd(model, xb, yb, eps, norm=self.p, steps=self.steps, step_size=step,
-                  random_start=self.random_start, generator=self.generator)
-        return res.x_adv
+        # the inputs only: the trainer never reads their success flags, so no re-check forward
+        return pgd_inputs(model, xb, yb, eps, norm=self.p, steps=self.steps, step_size=step,
+                          random_start=self.random_start, generator=self.generator)
 
 
 def pgd_at(
