@@ -151,7 +151,7 @@ def ascend(
         a = select_rows(alpha, r)
         if decay:
             a = a * (1 - k / steps)
-        d = steepest_direction(grad, norm, zc, l1_fraction).mul_(per_sample(a, zc))  # a fresh tensor: reused
+        d = steepest_direction(grad, norm, zc, l1_fraction).mul_(per_sample(a, zc))  # a fresh tensor, scaled in place
         moved = project(zc.add_(d), r)
         if moved is not zc:
             zc.copy_(moved)
@@ -168,6 +168,7 @@ def ascend(
     best_value = torch.full((n,), -math.inf, dtype=z0.dtype, device=z0.device)
     best_succ = torch.zeros(n, dtype=torch.bool, device=z0.device)
     rows: Tensor | None = None  # the samples still moving (None: all of them)
+    on_cpu = z.device.type == "cpu"
     for k in range(steps + 1):
         last = k == steps
         # one chunk at a time from its forward to its step, so that its tensors are still in the CPU's caches
@@ -177,9 +178,9 @@ def ascend(
             succ = torch.zeros_like(value, dtype=torch.bool) if succ is None else succ
             if rows is None:  # r: None or a slice, so best_*[r] are views updated in place
                 upd = better(value, succ, best_value[s], best_succ[s])
-                if bool(upd.all()):  # common while the objective climbs: one copy instead of two masked passes
-                    best_z[s].copy_(zc)
-                elif bool(upd.any()):
+                if on_cpu and bool(upd.all()):  # common while the objective climbs: one copy, not two masked passes
+                    best_z[s].copy_(zc)  # (on a GPU the test would stop the queue of kernels once per step)
+                elif not on_cpu or bool(upd.any()):
                     m = per_sample(upd.to(z.dtype), zc)  # 0/1 float mask: exact, and cheaper than where on CPU
                     best_z[s].mul_(1 - m).addcmul_(zc, m)
                 best_value[s] = torch.where(upd, value, best_value[s])
