@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from advlab import config, zoo
-from advlab.attacks.core import project, random_start
-from advlab.attacks.engine import Rows, ascend, default_step_size, select_rows
+from advlab.attacks.core import random_start
+from advlab.attacks.engine import Rows, ascend, ball_box, default_step_size, select_rows
 from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, lp_norm, on_model_device, parse_norm
 from advlab.config import AdvlabError
 
@@ -283,11 +283,7 @@ def _kos(
             # the engine maximises: descend the objective
             return -objective(vae, z, select_rows(y, rows), select_rows(target, rows)), None
 
-        def feasible(z: Tensor, rows: Rows) -> Tensor:
-            xr = select_rows(x, rows)
-            return xr + project(z - xr, xr, select_rows(eps_t, rows), p)
-
-        run = ascend(value, z0, feasible, int(steps), alpha, p)
+        run = ascend(value, z0, ball_box(x, eps_t, p), int(steps), alpha, p)
         best_x, best = run.z, -run.value
         with torch.no_grad():
             recon = vae.reconstruct(best_x, y)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from advlab.attacks.core import per_sample, steepest_direction
+from advlab.attacks.core import per_sample, project, steepest_direction
 from advlab.attacks.tensors import chunk_size, chunk_slices
 
 Rows = Tensor | slice | None
@@ -67,6 +67,21 @@ def select_rows(t: Tensor | None, rows: Rows) -> Tensor | None:
     """``t``'s entries for the samples ``rows`` an objective is called on (``t`` itself while ``rows`` is None; a view
     for a slice)."""
     return t if rows is None or t is None else t[rows]
+
+
+def ball_box(x: Tensor, eps: Tensor, p: float) -> ProjectFn:
+    """The feasible set ``B_ε(x) ∩ [0, 1]^d`` of a pixel-space attack as an :func:`ascend` projection: each sample's
+    exact projection onto its own ball ∩ box (:func:`advlab.attacks.core.project`), for any ``rows``.
+
+    Args:
+        x: (N, *) the clean inputs in [0, 1]; eps: (N,) radii in pixel units; p: ``math.inf``, 2.0 or 1.0.
+    """
+
+    def feasible(z: Tensor, rows: Rows) -> Tensor:
+        xr = select_rows(x, rows)
+        return xr + project(z - xr, xr, select_rows(eps, rows), p)
+
+    return feasible
 
 
 def better(value: Tensor, success: Tensor, best_value: Tensor, best_success: Tensor) -> Tensor:
@@ -158,8 +173,9 @@ def ascend(
 
     if keep_last:
         value = torch.full((n,), -math.inf, dtype=z0.dtype, device=z0.device)
+        parts = _chunks(n, chunk_size(z, chunk), None)  # all samples move at every step: the same chunks
         for k in range(steps):
-            for s, r in _chunks(n, chunk_size(z, chunk), None):
+            for s, r in parts:
                 v, grad, _ = _value_and_grad(objective, z[s], r, True)
                 value[s] = v
                 step(z[s], grad, r, k)
@@ -176,7 +192,7 @@ def ascend(
             zc = z[s]
             value, grad, succ = _value_and_grad(objective, zc, r, not last)
             succ = torch.zeros_like(value, dtype=torch.bool) if succ is None else succ
-            if rows is None:  # r: None or a slice, so best_*[r] are views updated in place
+            if rows is None:  # s is a slice of the N0 samples: best_*[s] are views updated in place
                 upd = better(value, succ, best_value[s], best_succ[s])
                 if on_cpu and bool(upd.all()):  # common while the objective climbs: one copy, not two masked passes
                     best_z[s].copy_(zc)  # (on a GPU the test would stop the queue of kernels once per step)

@@ -7,9 +7,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from advlab.attacks.core import Objective, attack_loss, check_loss, is_success, per_sample, project
+from advlab.attacks.core import Objective, attack_loss, check_loss, is_success, per_sample
 from advlab.attacks.core import random_start as _random_start
-from advlab.attacks.engine import Rows, ascend, better, default_step_size, select_rows
+from advlab.attacks.engine import Rows, ascend, ball_box, better, default_step_size, select_rows
 from advlab.attacks.result import AttackResult, checked_inputs, finish
 from advlab.attacks.tensors import (
     as_eps,
@@ -47,10 +47,7 @@ def _run(
         def feasible(z: Tensor, rows: Rows) -> Tensor:  # in place: z is the engine's buffer
             return torch.clamp(z, select_rows(lo, rows), select_rows(hi, rows), out=z)
     else:
-
-        def feasible(z: Tensor, rows: Rows) -> Tensor:
-            xr, er = select_rows(x, rows), select_rows(eps, rows)
-            return xr + project(z - xr, xr, er, p)
+        feasible = ball_box(x, eps, p)
 
     def objective(z: Tensor, rows: Rows) -> tuple[Tensor, Tensor]:
         yr = select_rows(y, rows)

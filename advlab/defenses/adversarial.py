@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from advlab import train
 from advlab.attacks.core import project
-from advlab.attacks.engine import Rows, ascend, default_step_size, select_rows
+from advlab.attacks.engine import Rows, ascend, ball_box, default_step_size, select_rows
 from advlab.attacks.fgsm import fgsm
 from advlab.attacks.pgd import pgd, pgd_inputs
 from advlab.attacks.tensors import as_eps, check_inputs, eval_mode, parse_norm
@@ -451,11 +451,7 @@ def trades_adversary(
         def objective(z: Tensor, rows: Rows) -> tuple[Tensor, None]:
             return kl_divergence(select_rows(logits, rows), model(z)), None
 
-        def feasible(z: Tensor, rows: Rows) -> Tensor:
-            xr = select_rows(x, rows)
-            return xr + project(z - xr, xr, select_rows(eps_t, rows), p)
-
-        run = ascend(objective, z0, feasible, steps, alpha, p, keep_last=True)
+        run = ascend(objective, z0, ball_box(x, eps_t, p), steps, alpha, p, keep_last=True)
     return run.z.clamp(0, 1).detach()
 
 
