@@ -7,6 +7,12 @@ On a CPU, a model's work on a few hundred MNIST images stays in the caches and c
 of 1,000; :data:`advlab.attacks.tensors.CPU_CHUNK_ELEMENTS` (the fixed default chunk of every attack and of
 ``eval.robust_accuracy``) is read off this table. Every chunk size of a model is timed in each rep, in turn, and the
 best rep is kept (noise only adds time).
+
+A second table splits one pass of the two MNIST CNNs (plain ``nn.Sequential`` models) at advlab's default chunk into
+its layers: each layer's forward and input-gradient backward, timed alone on the input it gets in the pass. That is
+what the best-chunk floor of ``benchmarks/attacks.py`` is made of, so it shows where an attack could still gain
+only by computing the model's own gradient differently. For each convolution it also times the same input gradient
+written as a matrix product and a col2im (``F.fold``), checked equal to autograd's.
 """
 
 from __future__ import annotations
@@ -46,6 +52,60 @@ def sweep(model: nn.Module, x: Tensor, y: Tensor, sizes: list[int], reps: int, p
         for c in sizes:
             best[c] = min(best[c], pass_time(model, x, y, c, passes))
     return best
+
+
+def _best(fn, reps: int, calls: int) -> float:
+    """Best of ``reps`` mean times (s) of ``calls`` calls of ``fn``, after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        times.append((time.perf_counter() - start) / calls)
+    return min(times)
+
+
+def conv_input_grad_col2im(conv: nn.Conv2d, g: Tensor, size: tuple[int, int]) -> Tensor:
+    """(N, C_in, H, W) input gradient of ``conv`` (groups 1) for the (N, C_out, H', W') output gradient ``g``:
+    ``Wᵀ g`` per output position, then col2im. The same quantity as autograd's, another kernel."""
+    n, c_out = g.shape[:2]
+    cols = torch.matmul(conv.weight.reshape(c_out, -1).t(), g.reshape(n, c_out, -1))
+    return F.fold(cols, size, conv.kernel_size, conv.dilation, conv.padding, conv.stride)
+
+
+def layer_rows(name: str, model: nn.Sequential, x: Tensor, y: Tensor, reps: int, calls: int) -> list[str]:
+    """Markdown rows: each layer's forward and input-gradient backward (µs per image) on a chunk ``x``."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    n = len(x)
+    whole = _best(lambda: pass_time(model, x, y, n, 1), reps, calls)  # s per pass of the chunk
+    rows, h, total = [], x, 0.0
+    for i, layer in enumerate(model):
+        hin = h.detach().clone().requires_grad_(True)
+        out = layer(hin)
+        g = torch.randn_like(out)
+        fwd = _best(lambda layer=layer, hin=hin: layer(hin), reps, calls)
+        bwd_once = lambda layer=layer, hin=hin, g=g: torch.autograd.grad(layer(hin), hin, g)[0]  # noqa: E731
+        bwd = _best(bwd_once, reps, calls) - fwd  # the backward alone: its forward is timed above
+        total += fwd + bwd
+        alt = ""
+        if isinstance(layer, nn.Conv2d) and layer.groups == 1:
+            ref = bwd_once()
+            fold = conv_input_grad_col2im(layer, g, tuple(hin.shape[-2:]))
+            torch.testing.assert_close(fold, ref, rtol=1e-4, atol=1e-5)  # the same gradient
+            t = _best(lambda layer=layer, g=g, hin=hin: conv_input_grad_col2im(layer, g, tuple(hin.shape[-2:])),
+                      reps, calls)
+            alt = f"{t / n * 1e6:,.2f}"
+        label = f"{i}: {type(layer).__name__}" + (f" {layer.in_channels}→{layer.out_channels}"
+                                                   if isinstance(layer, nn.Conv2d) else "")
+        rows.append(f"| {name} | {label} | {fwd / n * 1e6:,.2f} | {max(bwd, 0.0) / n * 1e6:,.2f} | "
+                    f"{(fwd + max(bwd, 0.0)) / whole:.0%} | {alt} |")
+        h = out.detach()
+    rows.append(f"| {name} | sum of the layers / the whole pass | | | {total / whole:.0%} "
+                f"(pass: {whole / n * 1e6:,.2f} µs per image) | |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,6 +149,23 @@ def main(argv: list[str] | None = None) -> int:
             label = f"**{c}**" if c == fastest else (f"*{c}*" if c == default else str(c))
             lines.append(f"| {name} | {len(x)} | {label} | {best[c] * 1e6:,.1f} | {best[c] / best[sizes[0]]:.2f} |")
             print(name, c, f"{best[c] * 1e6:.1f} us/img", file=sys.stderr)
+    lines += [
+        "",
+        "## One pass, layer by layer",
+        "",
+        "At advlab's default chunk of each MNIST model, each layer's forward and its input-gradient backward (the "
+        "backward's time is a forward+backward minus the forward), timed alone on the input the layer gets in the "
+        "pass; the share is of one whole pass timed the same way (the layers' overlap in caches makes the sum differ "
+        "from 100%). The last column is the same input gradient as a matrix product and a col2im (`F.fold`), "
+        "checked equal to autograd's: the same arithmetic through another kernel.",
+        "",
+        "| model | layer | forward µs / image | input-gradient backward µs / image | share of the pass | "
+        "conv input gradient as matmul + col2im, µs / image |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, model, x, y, _, passes in cases[:2]:
+        c = chunk_size(x)
+        lines += layer_rows(name, model, x[:c], y[:c], 1 if q else args.reps, 2 if q else 20 * passes)
     write("\n".join(lines) + "\n", args.out)
     return 0
 
