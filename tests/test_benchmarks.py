@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,101 @@ def test_gpu_check_reports_a_failing_notebook(tmp_path):
     nb.cells[1].source = "assert x == 1"
     nbformat.write(nb, bad)
     assert gpu_check.execute_one(bad, 60) == 0
+
+
+def _gpu_check():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    return gpu_check
+
+
+def test_gpu_check_stops_at_the_first_error_and_says_where(tmp_path, capsys):
+    import nbformat
+
+    gpu_check = _gpu_check()
+    mark = tmp_path / "ran"
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# t"),
+        nbformat.v4.new_code_cell("import pathlib; here = pathlib.Path.cwd()"),
+        nbformat.v4.new_code_cell("raise ValueError('the second cell fails')"),
+        nbformat.v4.new_code_cell(f"pathlib.Path({str(mark)!r}).write_text(str(here))"),
+    ])
+    path = tmp_path / "sub" / "nb.ipynb"
+    path.parent.mkdir()
+    nbformat.write(nb, path)
+    assert gpu_check.execute_one(path, 60) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "cell 2: ValueError: the second cell fails" and not mark.exists()  # cell 3 never ran
+    nb.cells[2].source = "x = 1"
+    nbformat.write(nb, path)
+    assert gpu_check.execute_one(path, 60) == 0
+    assert mark.read_text() == str(path.parent)  # the kernel ran in the notebook's folder
+    nb.cells[2].source = "import time; time.sleep(30)"
+    nbformat.write(nb, path)
+    assert gpu_check.execute_one(path, 2) == 1
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "cell 2 ran past 2 s"
+
+
+def test_gpu_check_timeout_takes_the_notebooks_kernel_down(tmp_path):
+    """A notebook stopped at its step's limit leaves no kernel running (one would hold the GPU's memory and cores
+    during the other steps): its last line says where it stood, and its kernel is gone."""
+    import os
+
+    import nbformat
+
+    gpu_check = _gpu_check()
+    pid_file = tmp_path / "kernel.pid"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        f"import os, pathlib, time\npathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))\ntime.sleep(120)")])
+    path = tmp_path / "slow.ipynb"
+    nbformat.write(nb, path)
+    done = gpu_check._run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--execute-one", str(path)],
+                          dict(os.environ), 10, capture=True)
+    assert done.returncode == 124 and re.search(r"ran past 10 s and was stopped \(last: \d+ s: cell 0 started\)",
+                                                 done.stdout), done.stdout
+    pid = int(pid_file.read_text())
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the kernel outlived its stopped notebook")
+
+
+def test_gpu_check_tests_step_does_not_need_nbval():
+    """The lent machine has no nbval: the tests step must not inherit the project's nbval options."""
+    import subprocess
+
+    cmd = _gpu_check().plan()[0][1]
+    done = subprocess.run([*cmd, "-p", "no:nbval", "--collect-only"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_gpu_check_rehearses_on_the_cpu(tmp_path, monkeypatch):
+    """`--cpu` runs the same plan here (a rehearsal of the lent machine's environment) and writes the report."""
+    import nbformat
+
+    gpu_check = _gpu_check()
+    nb_path = tmp_path / "ok.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import advlab\nassert advlab")]),
+                   nb_path)
+    monkeypatch.setattr(gpu_check, "notebooks", lambda: [nb_path])
+    monkeypatch.setattr(gpu_check, "TESTS", ["tests/test_models.py"])
+    out = tmp_path / "out"
+    assert gpu_check.main(["--cpu", "--workers", "1", "--out", str(out)]) == 0
+    report = (out / "gpu-check.md").read_text()
+    assert report.startswith("# GPU check: no GPU, a rehearsal on the CPU")
+    rows = [r for r in report.splitlines() if r.startswith("| ") and not r.startswith("| step")]
+    assert [r.split(" | ")[1] for r in rows] == ["ok", "ok", "ok"], report
+    assert not (out / "benchmarks-gpu.md").exists()  # the --quick table of a rehearsal is not a benchmark
+    assert "passed" in (out / "gpu-tests.txt").read_text()
 
 
 def test_notebook_times_reports_every_code_cell(tmp_path):
