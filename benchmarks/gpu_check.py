@@ -102,8 +102,8 @@ def execute_one(path: Path, timeout: int) -> int:
     t0 = time.perf_counter()
     km, kc = start_new_kernel(kernel_name="python3", cwd=str(path.parent))
 
-    def fail(text: str) -> int:
-        print(re.sub(r"\x1b\[[0-9;]*m", "", text).strip().splitlines()[-1], flush=True)
+    def fail(text: str) -> int:  # one line (the report's last line), without terminal colours
+        print(" ".join(re.sub(r"\x1b\[[0-9;]*m", "", text).split())[:300], flush=True)
         return 1
 
     try:

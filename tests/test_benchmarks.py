@@ -171,7 +171,7 @@ def test_gpu_check_stops_at_the_first_error_and_says_where(tmp_path, capsys):
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# t"),
         nbformat.v4.new_code_cell("import pathlib; here = pathlib.Path.cwd()"),
-        nbformat.v4.new_code_cell("raise ValueError('the second cell fails')"),
+        nbformat.v4.new_code_cell("raise ValueError('the second cell\\nfails')"),  # a two-line message: one line
         nbformat.v4.new_code_cell(f"pathlib.Path({str(mark)!r}).write_text(str(here))"),
     ])
     path = tmp_path / "sub" / "nb.ipynb"
