@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 import advlab
 from advlab import data, models, zoo
-from advlab.attacks.tensors import chunk_size, chunk_slices
+from advlab.attacks.tensors import chunk_size, chunk_slices, eval_mode
 
 
 def pass_time(model: nn.Module, x: Tensor, y: Tensor, chunk: int, passes: int) -> float:
@@ -43,14 +43,12 @@ def pass_time(model: nn.Module, x: Tensor, y: Tensor, chunk: int, passes: int) -
 
 
 def sweep(model: nn.Module, x: Tensor, y: Tensor, sizes: list[int], reps: int, passes: int) -> dict[int, float]:
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
     best = {c: float("inf") for c in sizes}
-    pass_time(model, x, y, sizes[0], 1)  # warm-up
-    for _ in range(reps):
-        for c in sizes:
-            best[c] = min(best[c], pass_time(model, x, y, c, passes))
+    with eval_mode(model, warn=False):
+        pass_time(model, x, y, sizes[0], 1)  # warm-up
+        for _ in range(reps):
+            for c in sizes:
+                best[c] = min(best[c], pass_time(model, x, y, c, passes))
     return best
 
 
@@ -76,9 +74,11 @@ def conv_input_grad_col2im(conv: nn.Conv2d, g: Tensor, size: tuple[int, int]) ->
 
 def layer_rows(name: str, model: nn.Sequential, x: Tensor, y: Tensor, reps: int, calls: int) -> list[str]:
     """Markdown rows: each layer's forward and input-gradient backward (µs per image) on a chunk ``x``."""
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
+    with eval_mode(model, warn=False):
+        return _layer_rows(name, model, x, y, reps, calls)
+
+
+def _layer_rows(name: str, model: nn.Sequential, x: Tensor, y: Tensor, reps: int, calls: int) -> list[str]:
     n = len(x)
     whole = _best(lambda: pass_time(model, x, y, n, 1), reps, calls)  # s per pass of the chunk
     rows, h, total = [], x, 0.0
@@ -88,20 +88,20 @@ def layer_rows(name: str, model: nn.Sequential, x: Tensor, y: Tensor, reps: int,
         g = torch.randn_like(out)
         fwd = _best(lambda layer=layer, hin=hin: layer(hin), reps, calls)
         bwd_once = lambda layer=layer, hin=hin, g=g: torch.autograd.grad(layer(hin), hin, g)[0]  # noqa: E731
-        bwd = _best(bwd_once, reps, calls) - fwd  # the backward alone: its forward is timed above
+        bwd = max(0.0, _best(bwd_once, reps, calls) - fwd)  # the backward alone: its forward is timed above
         total += fwd + bwd
         alt = ""
         if isinstance(layer, nn.Conv2d) and layer.groups == 1:
             ref = bwd_once()
-            fold = conv_input_grad_col2im(layer, g, tuple(hin.shape[-2:]))
+            size = tuple(hin.shape[-2:])
+            fold = conv_input_grad_col2im(layer, g, size)
             torch.testing.assert_close(fold, ref, rtol=1e-4, atol=1e-5)  # the same gradient
-            t = _best(lambda layer=layer, g=g, hin=hin: conv_input_grad_col2im(layer, g, tuple(hin.shape[-2:])),
-                      reps, calls)
+            t = _best(lambda layer=layer, g=g, size=size: conv_input_grad_col2im(layer, g, size), reps, calls)
             alt = f"{t / n * 1e6:,.2f}"
         label = f"{i}: {type(layer).__name__}" + (f" {layer.in_channels}→{layer.out_channels}"
                                                    if isinstance(layer, nn.Conv2d) else "")
-        rows.append(f"| {name} | {label} | {fwd / n * 1e6:,.2f} | {max(bwd, 0.0) / n * 1e6:,.2f} | "
-                    f"{(fwd + max(bwd, 0.0)) / whole:.0%} | {alt} |")
+        rows.append(f"| {name} | {label} | {fwd / n * 1e6:,.2f} | {bwd / n * 1e6:,.2f} | {(fwd + bwd) / whole:.0%} | "
+                    f"{alt} |")
         h = out.detach()
     rows.append(f"| {name} | sum of the layers / the whole pass | | | {total / whole:.0%} "
                 f"(pass: {whole / n * 1e6:,.2f} µs per image) | |")

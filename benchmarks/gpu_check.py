@@ -61,14 +61,13 @@ def notebooks() -> list[Path]:
     return sorted((ROOT / "notebooks").glob("*.ipynb")) + sorted((ROOT / "solutions").glob("*.ipynb"))
 
 
-def _run(cmd: list[str], env: dict[str, str], timeout: int, capture: bool = False) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], env: dict[str, str], timeout: int) -> subprocess.CompletedProcess:
     """Run ``cmd``; past ``timeout`` s, stop it (SIGTERM, then SIGKILL) and report exit code 124 with what it had
     printed, instead of raising. A stopped notebook's kernel exits with it (ipykernel watches its parent)."""
-    pipe = subprocess.PIPE if capture else None
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=pipe, stderr=pipe, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=timeout)
-        return subprocess.CompletedProcess(cmd, proc.returncode, stdout=out or "", stderr=err or "")
+        return subprocess.CompletedProcess(cmd, proc.returncode, stdout=out, stderr=err)
     except subprocess.TimeoutExpired:
         proc.terminate()
         try:
@@ -76,11 +75,11 @@ def _run(cmd: list[str], env: dict[str, str], timeout: int, capture: bool = Fals
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
-    last = _last_line(out or "")
+    last = _last_line(out)
     msg = f"gpu_check: {' '.join(Path(c).name for c in cmd[1:3])} ran past {timeout} s and was stopped" + (
         f" (last: {last})" if last else "")
     print(msg, file=sys.stderr)
-    return subprocess.CompletedProcess(cmd, 124, stdout=(out or "") + "\n" + msg, stderr=err or "")
+    return subprocess.CompletedProcess(cmd, 124, stdout=out + "\n" + msg, stderr=err)
 
 
 def execute_one(path: Path, timeout: int) -> int:
@@ -216,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = (125, 0.0, "skipped: the budget was spent")
             print(f"gpu_check: {name}: skipped (budget)", flush=True)
             return
-        done = _run(cmd, env, min(timeout, left), capture=True)
+        done = _run(cmd, env, min(timeout, left))
         results[name] = (done.returncode, time.perf_counter() - t0, done.stdout + "\n" + done.stderr)
         print(f"gpu_check: {name}: {'ok' if done.returncode == 0 else f'FAILED ({done.returncode})'} "
               f"in {results[name][1]:.0f} s", flush=True)
@@ -229,10 +228,10 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
 
     tests_out = results["tests"][2]
-    name = torch.cuda.get_device_name(0) if device == "cuda" else "no GPU, a rehearsal on the CPU"
-    (out / "gpu-tests.txt").write_text(f"# {name}, torch {torch.__version__}\n{tests_out[-8000:]}\n")
+    machine = torch.cuda.get_device_name(0) if device == "cuda" else "no GPU, a rehearsal on the CPU"
+    (out / "gpu-tests.txt").write_text(f"# {machine}, torch {torch.__version__}\n{tests_out[-8000:]}\n")
     command = "python benchmarks/gpu_check.py" + (" --cpu" if args.cpu else "")
-    lines = [f"# GPU check: {name}, torch {torch.__version__}, Python {sys.version.split()[0]}", "",
+    lines = [f"# GPU check: {machine}, torch {torch.__version__}, Python {sys.version.split()[0]}", "",
              f"`{command}`, {seconds:.0f} s in all ({args.workers} notebooks at a time). Notebooks are executed, not "
              "compared: a GPU's floats differ." + (" On the CPU the benchmark runs with `--quick`: it shows that the "
                                                     "step runs, not a speed." if args.cpu else ""), "",

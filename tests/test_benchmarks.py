@@ -109,7 +109,7 @@ def test_gpu_check_says_what_it_needs_and_survives_a_timeout(monkeypatch):
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
     # a step that runs past its limit comes back as exit 124 with a message, not as an exception
-    slow = gpu_check._run([sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), 1, capture=True)
+    slow = gpu_check._run([sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), 1)
     assert slow.returncode == 124 and "ran past 1 s" in slow.stdout
     # without CUDA it refuses with exit 2 and says so, instead of benchmarking the CPU under a GPU title
     import torch
@@ -204,7 +204,7 @@ def test_gpu_check_timeout_takes_the_notebooks_kernel_down(tmp_path):
     path = tmp_path / "slow.ipynb"
     nbformat.write(nb, path)
     done = gpu_check._run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--execute-one", str(path)],
-                          dict(os.environ), 10, capture=True)
+                          dict(os.environ), 10)
     assert done.returncode == 124 and re.search(r"ran past 10 s and was stopped \(last: \d+ s: cell 0 started\)",
                                                  done.stdout), done.stdout
     pid = int(pid_file.read_text())

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from advlab.attacks.core import per_sample, project, steepest_direction
+from advlab.attacks.core import per_sample, steepest_direction
+from advlab.attacks.core import project as project_onto  # not ascend's own `project` argument
 from advlab.attacks.tensors import chunk_size, chunk_slices
 
 Rows = Tensor | slice | None
@@ -79,7 +80,7 @@ def ball_box(x: Tensor, eps: Tensor, p: float) -> ProjectFn:
 
     def feasible(z: Tensor, rows: Rows) -> Tensor:
         xr = select_rows(x, rows)
-        return xr + project(z - xr, xr, select_rows(eps, rows), p)
+        return xr + project_onto(z - xr, xr, select_rows(eps, rows), p)
 
     return feasible
 
