@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 import torch
+import torch.utils.deterministic  # (its flag is one of the global flags seed_everything sets)
 
 PROFILES = ("fast", "full")
 _profile_override: str | None = None
@@ -136,6 +137,10 @@ def seed_everything(seed: int | None = None, deterministic: bool = True) -> torc
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # that mode also writes NaN into every new tensor (a guard against kernels that read memory they never
+        # wrote): one more pass per allocation, 6 % of a PGD-AT epoch on a CPU, while no op of advlab's reads such
+        # memory (training and attacks are bit-identical without it, tests/test_config.py)
+        torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     return torch.Generator().manual_seed(seed)
@@ -145,11 +150,13 @@ def seed_everything(seed: int | None = None, deterministic: bool = True) -> torc
 def preserved_random_state() -> Iterator[None]:
     """Run a block that may seed and draw from the global RNGs and flip the determinism flags; afterwards the
     caller's Python, NumPy and torch (CPU and, where available, CUDA) random states, the deterministic-algorithms
-    flags, cuDNN's flags and ``CUBLAS_WORKSPACE_CONFIG`` are exactly as they were, whatever the block did or raised.
+    flags (with their uninitialized-memory fill), cuDNN's flags and ``CUBLAS_WORKSPACE_CONFIG`` are exactly as they
+    were, whatever the block did or raised.
     """
     py, npy, cpu = random.getstate(), np.random.get_state(), torch.random.get_rng_state()  # noqa: NPY002
     cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
     det, det_warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    fill = torch.utils.deterministic.fill_uninitialized_memory
     bench, cudnn_det = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
     cublas = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
     try:
@@ -161,6 +168,7 @@ def preserved_random_state() -> Iterator[None]:
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
         torch.use_deterministic_algorithms(det, warn_only=det_warn)
+        torch.utils.deterministic.fill_uninitialized_memory = fill
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = bench, cudnn_det
         if cublas is None:
             os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
