@@ -138,7 +138,7 @@ def seed_everything(seed: int | None = None, deterministic: bool = True) -> torc
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         # that mode also writes NaN into every new tensor (a guard against kernels that read memory they never
-        # wrote): one more pass per allocation, 6 % of a PGD-AT epoch on a CPU, while no op of advlab's reads such
+        # wrote): one more pass per allocation, 2-6 % of a PGD-AT epoch on a CPU, while no op of advlab's reads such
         # memory (training and attacks are bit-identical without it, tests/test_config.py)
         torch.utils.deterministic.fill_uninitialized_memory = False
         torch.backends.cudnn.benchmark = False

@@ -55,7 +55,8 @@ def test_seed_everything_repeats_streams():
     advlab.seed_everything(3)
     assert torch.equal(a, torch.rand(5))
     assert torch.are_deterministic_algorithms_enabled()
-    assert not torch.utils.deterministic.fill_uninitialized_memory  # see the next test
+    # the fill is off (why: test_training_is_bit_identical_without_the_deterministic_modes_memory_fill)
+    assert not torch.utils.deterministic.fill_uninitialized_memory
     g = config.seed_everything(4)
     assert torch.equal(torch.rand(3, generator=g), torch.rand(3, generator=torch.Generator().manual_seed(4)))
 
@@ -169,7 +170,7 @@ def _same(a, b) -> bool:
 
 def test_training_is_bit_identical_without_the_deterministic_modes_memory_fill(monkeypatch):
     # seed_everything switches off the NaN fill of new tensors that deterministic mode adds (a pass per allocation,
-    # 6 % of a PGD-AT epoch on CPU): that is only sound if no op of a training run reads memory it did not write,
+    # 2-6 % of a PGD-AT epoch on CPU): that is only sound if no op of a training run reads memory it did not write,
     # which the fill would turn into NaN weights, and garbage would make them differ
     from advlab import data, models, train
     from advlab.defenses.adversarial import PGDPerturb
